@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests never touch the Hugging Face Hub (HF_HUB_OFFLINE=1 is forced here too)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tmp_path_factory):
+    """A tiny config whose build directory is private to the test session."""
+    from workshop_utils.config import load_config
+
+    return load_config(size="tiny", build_dir=str(tmp_path_factory.mktemp("build")))
+
+
+@pytest.fixture(scope="session")
+def offline_dir():
+    from workshop_utils.models import offline_model_dir
+
+    return offline_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(offline_dir):
+    from workshop_utils.models import load_tokenizer
+
+    return load_tokenizer(str(offline_dir))
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_cfg):
+    """The shipped data prepared once with the tiny RAFT settings."""
+    from workshop_utils.data.prepare import data_dir, prepare
+
+    return prepare(tiny_cfg.data.raw_paths, data_dir(tiny_cfg), tiny_cfg.data)

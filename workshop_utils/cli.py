@@ -1,0 +1,141 @@
+"""`workshop` command: check, prepare, quality, train, evaluate, run, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cfg(args):
+    from .config import load_config
+
+    overrides = {}
+    if getattr(args, "model", None):
+        overrides["model.model_id"] = args.model
+    if getattr(args, "max_steps", None) is not None:
+        overrides["train.max_steps"] = args.max_steps
+    return load_config(size=getattr(args, "size", None), **overrides)
+
+
+def cmd_check(args) -> int:
+    from .env import checklist
+
+    items = checklist(model_id=args.model, check_model_access=not args.no_model_access)
+    for it in items:
+        print(it.line())
+    blocking = [it for it in items if it.blocking and not it.ok]
+    print(f"\n{len(items) - sum(not i.ok for i in items)}/{len(items)} 통과"
+          + (f", 차단 항목 {len(blocking)}개 (blocking failures)" if blocking else ""))
+    return 1 if blocking else 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import load_config
+    from .data import prepare
+
+    cfg = load_config(size=args.size)
+    mapping = json.loads(args.mapping) if args.mapping else None
+    try:
+        res = prepare(args.raw, args.out, cfg.data, mapping=mapping,
+                      splits_file=args.splits if args.splits else "default")
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    s = res.summary
+    print(f"read={s['read']} kept={s['kept']} rejected={s['rejected']}")
+    for reason, n in s["by_reason"].items():
+        print(f"  rejected {reason}: {n}")
+    print(f"splits: {s['splits']}  ({s['documents']} documents)")
+    print(f"wrote {Path(args.out) / 'prepare_summary.json'}, rejects: {Path(args.out) / 'rejects.jsonl'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data.prepare import load_splits
+    from .models import load_model
+    from .pipeline import banner
+    from .training import train
+
+    cfg = _cfg(args)
+    banner(cfg)
+    loaded = load_model(cfg.model)
+    _, res = train(loaded.model, loaded.tokenizer, load_splits(cfg), cfg, resume=args.resume)
+    print(json.dumps(res.summary(), ensure_ascii=False, indent=1))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from peft import PeftModel
+
+    from .models import load_model
+    from .pipeline import banner, evaluate_adapter
+
+    cfg = _cfg(args)
+    if args.num_examples is not None:
+        cfg.eval.num_examples = args.num_examples
+    banner(cfg)
+    loaded = load_model(cfg.model)
+    adapter = Path(args.adapter or cfg.run_dir / "adapter")
+    if not (adapter / "adapter_config.json").exists():
+        print(f"error: 어댑터가 없습니다 (no adapter_config.json in {adapter}); 먼저 `workshop train`", file=sys.stderr)
+        return 2
+    model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    out = Path(args.out or cfg.build_path / "eval")
+    res, files = evaluate_adapter(model, loaded.tokenizer, cfg, out)
+    print(res.settings_table().to_string(index=False))
+    for k, p in files.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run
+
+    run(_cfg(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="workshop", description="QLoRA/RAFT 워크숍 명령어")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("check", help="실습 환경 점검 (exit 1 if a blocking item fails)")
+    c.add_argument("--model", default=None)
+    c.add_argument("--no-model-access", action="store_true", help="허브의 모델 접근 권한 확인을 건너뜀")
+    c.set_defaults(fn=cmd_check)
+
+    c = sub.add_parser("prepare", help="원본 데이터 검증·정규화·RAFT 변환")
+    c.add_argument("--raw", nargs="+", required=True, help="원본 파일 또는 폴더 (여러 개 가능)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--mapping", help='열 이름 매핑 JSON, 예: \'{"question": "문의내용", "context": "참고문서", "answer": "답변"}\'')
+    c.add_argument("--splits", help="문서별 분할 CSV (doc_id,split); 없으면 결정적 해시 분할")
+    c.add_argument("--size", default=None)
+    c.set_defaults(fn=cmd_prepare)
+
+    for name, fn, hlp in (("train", cmd_train, "QLoRA 학습"), ("evaluate", cmd_evaluate, "원본 vs 튜닝 평가"),
+                          ("run", cmd_run, "전체 파이프라인 (make run)")):
+        c = sub.add_parser(name, help=hlp)
+        c.add_argument("--size", choices=["full", "smoke", "tiny"], default=None)
+        c.add_argument("--model", default=None, help="모델 ID/경로 (기본: auto)")
+        c.add_argument("--max-steps", type=int, default=None)
+        if name == "train":
+            c.add_argument("--resume", default="auto", help="auto | true | false | 체크포인트 경로")
+        if name == "evaluate":
+            c.add_argument("--adapter", default=None)
+            c.add_argument("--split", default="test", choices=["test"])
+            c.add_argument("--out", default=None)
+            c.add_argument("--num-examples", type=int, default=None)
+        c.set_defaults(fn=fn)
+
+    args = p.parse_args(argv)
+    if getattr(args, "resume", None) in ("true", "false"):
+        args.resume = args.resume == "true"
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Runnable, CPU-cheap demonstrations for 00-concepts: LoRA arithmetic and 4-bit quantization."""
+from __future__ import annotations
+
+import torch
+
+# --- LoRA --------------------------------------------------------------------------------------------
+
+
+def lora_param_counts(d: int, k: int, r: int) -> dict:
+    """Parameters of a full update ΔW (d×k) vs LoRA's B (d×r) and A (r×k)."""
+    full = d * k
+    lora = r * (d + k)
+    return {"d": d, "k": k, "r": r, "full": full, "lora": lora, "reduction": 1 - lora / full}
+
+
+def lora_update(W: torch.Tensor, r: int, alpha: float, seed: int = 0) -> dict:
+    """W' = W + (alpha/r)·B·A on a real matrix; B starts at zero (peft's init), so W' = W at step 0.
+
+    Returns the tensors and a check that the merged layer and the two-path LoRA layer agree.
+    """
+    g = torch.Generator().manual_seed(seed)
+    d, k = W.shape
+    A = torch.randn(r, k, generator=g) / k**0.5
+    B = torch.zeros(d, r)
+    W0 = W + (alpha / r) * B @ A
+    B = torch.randn(d, r, generator=g) * 0.01  # as if after some training
+    delta = (alpha / r) * B @ A
+    x = torch.randn(3, k, generator=g)
+    two_path = x @ W.T + (alpha / r) * (x @ A.T) @ B.T
+    merged = x @ (W + delta).T
+    return {"W": W, "A": A, "B": B, "delta": delta, "rank": int(torch.linalg.matrix_rank(delta)),
+            "init_equals_W": bool(torch.equal(W0, W)), "max_diff_merged_vs_two_path": float((two_path - merged).abs().max())}
+
+
+def fit_low_rank(d: int = 256, true_rank: int = 4, ranks=(1, 2, 4, 8, 16), steps: int = 400, seed: int = 0) -> list[dict]:
+    """Fit B·A (rank r) to a target ΔW of rank `true_rank`: once r ≥ true_rank the error collapses.
+
+    This is why small r suffices when the needed update is low-rank (LoRA paper's hypothesis).
+    """
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(d, true_rank, generator=g) @ torch.randn(true_rank, d, generator=g) / true_rank**0.5
+    rows = []
+    for r in ranks:
+        torch.manual_seed(seed)
+        A = torch.nn.Parameter(torch.randn(r, d) / d**0.5)
+        B = torch.nn.Parameter(torch.randn(d, r) * 0.01)
+        opt = torch.optim.Adam([A, B], lr=0.02)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = ((B @ A - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        rel = float((B @ A - target).norm() / target.norm())
+        rows.append({"r": r, "파라미터 r(d+k)": r * 2 * d, "상대 오차 ‖BA−ΔW‖/‖ΔW‖": round(rel, 4)})
+    return rows
+
+
+# --- quantization -------------------------------------------------------------------------------------
+
+
+def int4_absmax(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    """A plain symmetric int4 baseline: per block of 64, scale = absmax/7, round to {-7..7}."""
+    flat = w.flatten()
+    pad = (-flat.numel()) % blocksize
+    x = torch.nn.functional.pad(flat, (0, pad)).view(-1, blocksize)
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 7
+    q = torch.clamp(torch.round(x / scale), -7, 7)
+    return (q * scale).flatten()[: flat.numel()].view_as(w)
+
+
+def bnb_roundtrip(w: torch.Tensor, quant_type: str, blocksize: int = 64) -> torch.Tensor:
+    """Quantize with bitsandbytes (NF4 or FP4, blocksize 64) and dequantize back."""
+    import bitsandbytes.functional as F
+
+    q, state = F.quantize_4bit(w, blocksize=blocksize, quant_type=quant_type)
+    return F.dequantize_4bit(q, state, quant_type=quant_type).to(w.dtype)
+
+
+def quantization_errors(n: int = 1 << 20, std: float = 0.02, seed: int = 0) -> list[dict]:
+    """Error of NF4, FP4 and int4-absmax on normally distributed weights (like trained LLM weights)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, generator=g) * std
+    w2d = w.view(1024, -1)
+    rows = []
+    for name, fn in (("NF4 (bitsandbytes)", lambda x: bnb_roundtrip(x, "nf4")),
+                     ("FP4 (bitsandbytes)", lambda x: bnb_roundtrip(x, "fp4")),
+                     ("int4 absmax (기준선)", int4_absmax)):
+        deq = fn(w2d).flatten()
+        err = deq - w
+        rows.append({"방식": name, "MSE": float((err ** 2).mean()), "상대 오차 ‖e‖/‖w‖": float(err.norm() / w.norm()),
+                     "서로 다른 값 수": int(torch.unique(fn(w2d[:1])).numel())})
+    return rows
+
+
+def nf4_levels() -> torch.Tensor:
+    """The 16 NF4 code values (quantiles of N(0,1), normalized to [-1, 1])."""
+    import bitsandbytes.functional as F
+
+    return F.get_4bit_type("nf4", device="cpu").float()
+
+
+def double_quant_savings(params: float = 7.8e9, blocksize: int = 64) -> dict:
+    """Bits per parameter spent on quantization constants with and without double quantization."""
+    single = 32 / blocksize
+    double = 8 / blocksize + 32 / (blocksize * 256)
+    saved_bits = single - double
+    return {"absmax bits/param (fp32)": single, "absmax bits/param (double quant)": round(double, 3),
+            "절약 bits/param": round(saved_bits, 3), "모델 전체 절약 (MB)": round(params * saved_bits / 8 / 1e6)}

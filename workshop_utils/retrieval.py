@@ -1,0 +1,43 @@
+"""BM25 retrieval over the document corpus with Korean morpheme tokens (bm25s).
+
+Used twice: to pick hard distractors when building RAFT data, and for the RAG top-k test setting
+(retrieve k documents for each question from the whole corpus, then answer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .text import morphs
+
+
+@dataclass
+class BM25Index:
+    doc_ids: list[str]
+    texts: list[str]
+    _bm25: object
+
+    @classmethod
+    def build(cls, doc_ids: list[str], texts: list[str]) -> "BM25Index":
+        import bm25s
+
+        if not texts:
+            raise ValueError("BM25 색인에 문서가 없습니다 (empty corpus)")
+        bm = bm25s.BM25()
+        bm.index([list(morphs(t)) or ["_"] for t in texts], show_progress=False)
+        return cls(list(doc_ids), list(texts), bm)
+
+    def search(self, queries: list[str], k: int) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k doc ids and scores for each query."""
+        k = min(k, len(self.doc_ids))
+        toks = [list(morphs(q)) or ["_"] for q in queries]
+        idx, scores = self._bm25.retrieve(toks, k=k, show_progress=False, n_threads=1)
+        return [[self.doc_ids[i] for i in row] for row in idx], scores
+
+
+def recall_at_k(retrieved: list[list[str]], gold: list[str]) -> float:
+    """Fraction of queries whose golden document is among the retrieved ids."""
+    if not gold:
+        return 0.0
+    return sum(g in r for r, g in zip(retrieved, gold)) / len(gold)

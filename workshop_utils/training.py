@@ -1,0 +1,298 @@
+"""QLoRA training with the HF Trainer: the seed's TrainingArguments, corrected for transformers 5.
+
+Corrections to the seed's code (transformers 5):
+- `eval_strategy` (the old `evaluation_strategy` is gone), `processing_class=` instead of `tokenizer=`.
+- bf16/fp16 chosen from the device instead of hard-coded `bf16=True` (a T4 cannot run bf16).
+- `paged_adamw_8bit` keeps the optimizer state in 8 bits and pages it to CPU memory under pressure;
+  it is about the optimizer's memory, not "for 8-bit models".
+- `warmup_steps` takes a float < 1 as a ratio (warmup_ratio was removed).
+- labels are built explicitly (prompt masked, EOS kept): see prompts.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import WorkshopConfig
+from .env import DeviceChoice, choose_device
+from .models import apply_lora, assert_trainable_4bit, trainable_parameters
+from .prompts import IGNORE_INDEX, CompletionCollator, tokenize_dataset
+from .troubleshoot import (DiagnosisLog, FlatLossCallback, NaNLossCallback, OverfitCallback, oom_message)
+
+
+def use_gradient_checkpointing(cfg: WorkshopConfig, device: DeviceChoice) -> tuple[bool, str]:
+    """'auto': off on CPU (small model, recomputation only costs time); on GPU from the memory
+    budget -- on when the estimated peak without it does not fit the card."""
+    setting = cfg.train.gradient_checkpointing
+    if setting in ("on", True):
+        return True, "설정에서 켬"
+    if setting in ("off", False):
+        return False, "설정에서 끔"
+    if device.device != "cuda":
+        return False, "CPU: 메모리가 충분하고 재계산은 시간만 늘리므로 끔"
+    from .memory import fits_without_checkpointing
+
+    fits, detail = fits_without_checkpointing(cfg, device.vram_gib or 0)
+    return (not fits), detail
+
+
+def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, gradient_checkpointing: bool = False,
+                       output_dir: str | Path | None = None, **overrides):
+    """TrainingArguments from the config (the seed's values for size 'full')."""
+    from transformers import TrainingArguments
+
+    device = device or choose_device(cfg.model.compute_dtype)
+    t = cfg.train
+    on_gpu = device.device == "cuda"
+    eval_on = t.eval_steps > 0
+    report = [r for r in t.report_to if r != "wandb" or _wandb_ready()]
+    kwargs = dict(
+        output_dir=str(output_dir or cfg.run_dir),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_on else "no",
+        eval_steps=t.eval_steps if eval_on else None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        bf16=device.dtype == torch.bfloat16,
+        fp16=device.dtype == torch.float16,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
+        report_to=report or "none",
+        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        seed=t.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        use_cpu=not on_gpu,
+        dataloader_pin_memory=on_gpu,
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+    if t.early_stopping_patience and eval_on:
+        kwargs.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def _wandb_ready() -> bool:
+    from .tracking import wandb_mode
+
+    return wandb_mode() != "disabled"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    final_loss: float | None
+    train_loss: float | None
+    eval_loss: float | None
+    run_dir: str
+    adapter_dir: str
+    log_history: list = field(default_factory=list)
+    diagnoses: list = field(default_factory=list)
+    truncated: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+    gradient_checkpointing: bool = False
+    resumed_from: str | None = None
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("log_history")
+        return d
+
+
+def last_checkpoint(run_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(run_dir)) if Path(run_dir).is_dir() else None
+
+
+def completion_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits predict a labelled token (t-1 for every t with label != -100), as the
+    union over the batch: passing them as `logits_to_keep` skips the lm_head on prompt positions."""
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    return keep
+
+
+def completion_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, object]:
+    """The same loss as HF's causal-LM loss, computing logits only where a label follows.
+
+    Goes through the top-level forward (so DDP hooks and PEFT wrappers still run) with
+    `logits_to_keep` = the completion positions; identical in value to the full computation.
+    """
+    labels = inputs["labels"]
+    keep = completion_positions(labels)
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    out = model(**fwd, logits_to_keep=keep, use_cache=False)
+    logits = out.logits.float()
+    targets = labels[:, keep + 1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
+    n = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+    if torch.is_tensor(n):
+        n = n.to(loss.device)
+    return loss / n, out
+
+
+def _make_completion_trainer():
+    from transformers import Trainer
+
+    class CompletionOnlyTrainer(Trainer):
+        """Trainer whose loss computes logits only at answer positions (see completion_loss).
+
+        Normalization mirrors Trainer.compute_loss: divide by the token count of the whole
+        accumulation group (num_items_in_batch) and rescale for averaging across processes.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, out = completion_loss(model, inputs, num_items_in_batch)
+            if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                    and num_items_in_batch is not None):
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size()
+                               if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return (loss, out) if return_outputs else loss
+
+    return CompletionOnlyTrainer
+
+
+CompletionOnlyTrainer = _make_completion_trainer()
+
+
+def build_trainer(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig,
+                  device: DeviceChoice | None = None, callbacks: list | None = None,
+                  diagnoses: DiagnosisLog | None = None, **arg_overrides):
+    """LoRA (if not applied yet), tokenized datasets and a Trainer with the troubleshooting callbacks.
+
+    Returns (trainer, peft_model, info dict).
+    """
+    from transformers import EarlyStoppingCallback, Trainer
+
+    assert_trainable_4bit(model)
+    device = device or choose_device(cfg.model.compute_dtype)
+    gc, gc_reason = use_gradient_checkpointing(cfg, device)
+    if not hasattr(model, "peft_config"):
+        model = apply_lora(model, cfg.lora, gradient_checkpointing=gc)
+    elif gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    train_ds, n_trunc = tokenize_dataset(tokenizer, splits["train"], cfg.model.max_seq_length)
+    eval_ds = None
+    if splits.get("validation") and cfg.train.eval_steps > 0:
+        val = splits["validation"][:cfg.train.eval_max_examples or None]
+        eval_ds, m = tokenize_dataset(tokenizer, val, cfg.model.max_seq_length)
+        n_trunc += m
+    diagnoses = diagnoses if diagnoses is not None else DiagnosisLog()
+    cbs = [NaNLossCallback(diagnoses), FlatLossCallback(diagnoses), OverfitCallback(diagnoses)]
+    if cfg.train.early_stopping_patience and eval_ds is not None:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    cbs += callbacks or []
+    args = training_arguments(cfg, device, gradient_checkpointing=gc, **arg_overrides)
+    trainer_cls = CompletionOnlyTrainer if cfg.train.completion_only_logits else Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=CompletionCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=cbs)
+    trainable, total = trainable_parameters(model)
+    info = {"gradient_checkpointing": gc, "gradient_checkpointing_reason": gc_reason, "truncated": n_trunc,
+            "trainable_params": trainable, "total_params": total, "diagnoses": diagnoses}
+    return trainer, model, info
+
+
+def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, resume: bool | str = "auto",
+          callbacks: list | None = None, verbose: bool = True, **arg_overrides) -> tuple[object, TrainResult]:
+    """Train LoRA adapters on the RAFT train split; returns (peft_model, TrainResult).
+
+    `resume`: "auto" resumes from the last checkpoint in the run directory when there is one,
+    True requires one, False starts fresh, or a checkpoint path.
+    """
+    trainer, model, info = build_trainer(model, tokenizer, splits, cfg, callbacks=callbacks, **arg_overrides)
+    run_dir = Path(trainer.args.output_dir)
+    ckpt = None
+    if resume in ("auto", True):
+        ckpt = last_checkpoint(run_dir)
+        if resume is True and ckpt is None:
+            raise FileNotFoundError(f"이어서 학습할 체크포인트가 없습니다 (no checkpoint in {run_dir})")
+    elif isinstance(resume, (str, os.PathLike)):
+        ckpt = str(resume)
+    if verbose:
+        print(f"[train] 학습 파라미터 {info['trainable_params']:,} / 전체 {info['total_params']:,} "
+              f"({100 * info['trainable_params'] / max(info['total_params'], 1):.3f}%)")
+        print(f"[train] gradient checkpointing={info['gradient_checkpointing']}: {info['gradient_checkpointing_reason']}")
+        if info["truncated"]:
+            print(f"[train] max_seq_length={cfg.model.max_seq_length}을 넘어 문맥 중간을 자른 예제: {info['truncated']}개")
+        if ckpt:
+            print(f"[train] 체크포인트에서 이어서 학습 (resume): {ckpt}")
+    t0 = time.perf_counter()
+    try:
+        out = trainer.train(resume_from_checkpoint=ckpt)
+    except torch.OutOfMemoryError as err:
+        raise RuntimeError(oom_message(err, cfg.train.per_device_train_batch_size,
+                                       cfg.train.gradient_accumulation_steps, info["gradient_checkpointing"])) from err
+    seconds = time.perf_counter() - t0
+    adapter_dir = run_dir / "adapter"
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    result = TrainResult(
+        steps=trainer.state.global_step, seconds=round(seconds, 1),
+        final_loss=losses[-1] if losses else None, train_loss=out.training_loss if out else None,
+        eval_loss=evals[-1] if evals else None, run_dir=str(run_dir), adapter_dir=str(adapter_dir),
+        log_history=history, diagnoses=[d.message() for d in info["diagnoses"].items],
+        truncated=info["truncated"], trainable_params=info["trainable_params"], total_params=info["total_params"],
+        gradient_checkpointing=info["gradient_checkpointing"], resumed_from=ckpt)
+    if trainer.is_world_process_zero():
+        (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), ensure_ascii=False, indent=1))
+    if result.final_loss is not None and not math.isfinite(result.final_loss) and verbose:
+        print("[train] loss가 유한하지 않습니다: 위의 진단을 보세요")
+    return model, result
+
+
+def loss_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Training/validation loss per step, read from the TensorBoard event files of a run (falls back
+    to trainer_state.json of the last checkpoint)."""
+    run_dir = Path(run_dir)
+    events = sorted(run_dir.glob("runs/**/events.out.tfevents.*"))
+    out: dict[str, list[tuple[int, float]]] = {"train": [], "eval": []}
+    if events:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        for ev in events:
+            acc = EventAccumulator(str(ev))
+            acc.Reload()
+            tags = acc.Tags().get("scalars", [])
+            for tag, key in (("train/loss", "train"), ("eval/loss", "eval")):
+                if tag in tags:
+                    out[key] += [(s.step, s.value) for s in acc.Scalars(tag)]
+        for k in out:
+            out[k] = sorted(dict(out[k]).items())
+        if out["train"]:
+            return out
+    state = run_dir / "train_summary.json"
+    ckpt = last_checkpoint(run_dir)
+    path = Path(ckpt) / "trainer_state.json" if ckpt else None
+    if path and path.exists():
+        hist = json.loads(path.read_text())["log_history"]
+        out["train"] = [(h["step"], h["loss"]) for h in hist if "loss" in h]
+        out["eval"] = [(h["step"], h["eval_loss"]) for h in hist if "eval_loss" in h]
+    elif not state.exists():
+        raise FileNotFoundError(f"{run_dir}에 학습 로그가 없습니다 (no TensorBoard events or checkpoints)")
+    return out
