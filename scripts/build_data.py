@@ -146,7 +146,7 @@ def _dirty_records(clean: list[dict], rng: random.Random) -> list[tuple[str, str
         emit(dict(pool[200 + i]), "exact_duplicate", "rejected:duplicate")
     edits = [lambda s: s.replace("?", " ?"), lambda s: s.replace("요?", "요??"),
              lambda s: "혹시 " + s, lambda s: s.replace("나요", "나요 "), lambda s: s + " 알려주세요.",
-             lambda s: s.replace(" ", "  ", 1)]
+             lambda s: s.rstrip("?") + "인지 궁금합니다."]
     for i, edit in enumerate(edits):
         r = dict(pool[220 + i]); r["q"] = edit(r["q"])
         emit(r, "near_duplicate", "kept:near_duplicate")

@@ -58,7 +58,7 @@ def test_undecodable_byte_in_one_line_is_rejected_with_its_line(tmp_path):
 def test_json_array_keeps_line_numbers_and_wrapped_records(tmp_path):
     p = write(tmp_path / "a.json", json.dumps({"export": {"n": 2}, "records": [REC, {"q": 1}]}, ensure_ascii=False, indent=1))
     raw, _ = load_raw([p])
-    assert raw[0].locator.startswith("line 4") and raw[1].locator.endswith("(item 2)")
+    assert raw[0].locator == "line 6 (item 1)" and raw[1].locator.endswith("(item 2)")
     report = validate(raw)
     assert report.rejected[0].reason == "wrong_type" and report.rejected[0].field == "question"
     assert "a.json line" in report.rejected[0].message
@@ -138,8 +138,9 @@ def test_truncation_keeps_the_evidence_sentence():
     assert "15일" not in doc[:40]
 
 
-def test_raft_conversion_properties(prepared):
-    splits = prepared.splits
+def test_raft_conversion_properties(tmp_path, root):
+    splits = prepare([root / "data" / "raw"], tmp_path, DataSettings(num_distractors=1, max_context_len=100),
+                     save_dataset=False).splits
     train, test = splits["train"], splits["test"]
     ex = train[0]
     assert set(ex) >= {"instruction", "context", "question", "answer", "golden_index", "doc_ids"}

@@ -54,6 +54,25 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_quality(args) -> int:
+    from .config import load_config
+    from .data import read_jsonl
+    from .data.prepare import ensure_prepared
+    from .models import load_tokenizer, model_path, resolve_model
+    from .quality import check_quality, token_lengths, write_quality_report
+
+    cfg = load_config(size=args.size)
+    data = Path(args.data) if args.data else ensure_prepared(cfg)
+    records = read_jsonl(data / f"{args.split}.jsonl")
+    tok = load_tokenizer(model_path(resolve_model(cfg.model)))
+    rep = check_quality(records, tok, embedding_sample=args.embedding_sample)
+    files = write_quality_report(rep, records, args.out, token_lengths(tok, records))
+    print(json.dumps(rep.summary(), ensure_ascii=False, indent=1, default=str))
+    for k, p in files.items():
+        print(f"{k}: {p}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .data.prepare import load_splits
     from .models import load_model
@@ -115,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--splits", help="문서별 분할 CSV (doc_id,split); 없으면 결정적 해시 분할")
     c.add_argument("--size", default=None)
     c.set_defaults(fn=cmd_prepare)
+
+    c = sub.add_parser("quality", help="데이터 품질 점검 보고서")
+    c.add_argument("--data", default=None, help="prepare 출력 폴더 (기본: build/data, 없으면 만듦)")
+    c.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    c.add_argument("--out", default="build/quality")
+    c.add_argument("--embedding-sample", type=int, default=200)
+    c.add_argument("--size", default=None)
+    c.set_defaults(fn=cmd_quality)
 
     for name, fn, hlp in (("train", cmd_train, "QLoRA 학습"), ("evaluate", cmd_evaluate, "원본 vs 튜닝 평가"),
                           ("run", cmd_run, "전체 파이프라인 (make run)")):

@@ -50,7 +50,7 @@ def fit_low_rank(d: int = 256, true_rank: int = 4, ranks=(1, 2, 4, 8, 16), steps
             loss = ((B @ A - target) ** 2).mean()
             loss.backward()
             opt.step()
-        rel = float((B @ A - target).norm() / target.norm())
+        rel = float((B @ A - target).detach().norm() / target.norm())
         rows.append({"r": r, "파라미터 r(d+k)": r * 2 * d, "상대 오차 ‖BA−ΔW‖/‖ΔW‖": round(rel, 4)})
     return rows
 
@@ -97,6 +97,20 @@ def nf4_levels() -> torch.Tensor:
     import bitsandbytes.functional as F
 
     return F.get_4bit_type("nf4", device="cpu").float()
+
+
+def normal_quantile_levels(offset: float = 0.9677083) -> torch.Tensor:
+    """NF4 rebuilt from the normal distribution (QLoRA §3, bitsandbytes' create_normal_map).
+
+    8 positive levels at N(0,1) quantiles of probabilities from `offset` down to 0.5, 7 negative ones
+    the same way, plus an exact 0; divided by the largest so they span [-1, 1]. Equal to nf4_levels():
+    each level covers an equal share of a normal distribution's probability mass.
+    """
+    normal = torch.distributions.Normal(0.0, 1.0)
+    pos = normal.icdf(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])
+    neg = -normal.icdf(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])
+    levels = torch.cat([pos, neg, torch.zeros(1, dtype=torch.float64)]).sort().values
+    return (levels / levels.max()).float()
 
 
 def double_quant_savings(params: float = 7.8e9, blocksize: int = 64) -> dict:

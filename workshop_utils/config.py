@@ -9,6 +9,8 @@ Environment overrides (read by `load_config`):
   WORKSHOP_SIZE        full | smoke | tiny   (default: full on CUDA, smoke on CPU)
   WORKSHOP_BUILD_DIR   where artifacts go (default: <project>/build)
   WORKSHOP_MAX_STEPS   override the number of optimizer steps
+  WORKSHOP_EMBEDDING   sentence-embedding model for cosine ('none' skips cosine)
+  WORKSHOP_KO_TOKENIZER  mecab (default) | whitespace (see text.tokenizer_mode)
 """
 from __future__ import annotations
 
@@ -234,6 +236,9 @@ def load_config(size: str | None = None, **overrides: Any) -> WorkshopConfig:
         cfg.model.model_id = os.environ["WORKSHOP_MODEL"]
     if os.environ.get("WORKSHOP_BUILD_DIR"):
         cfg.build_dir = os.environ["WORKSHOP_BUILD_DIR"]
+    if os.environ.get("WORKSHOP_EMBEDDING"):
+        emb = os.environ["WORKSHOP_EMBEDDING"]
+        cfg.eval.embedding_model = None if emb == "none" else emb
     if os.environ.get("WORKSHOP_MAX_STEPS"):
         cfg.train.max_steps = int(os.environ["WORKSHOP_MAX_STEPS"])
     for key, value in overrides.items():

@@ -145,10 +145,14 @@ class CheckItem:
     remedy: str = ""
     blocking: bool = False
 
+    @property
+    def mark(self) -> str:
+        """✓ passed, ✗ failed and blocking, △ failed but the workshop still runs (fallback)."""
+        return "✓" if self.ok else ("✗" if self.blocking else "△")
+
     def line(self) -> str:
-        mark = "✓" if self.ok else ("✗" if self.blocking else "△")
         tail = f"  → {self.remedy}" if (not self.ok and self.remedy) else ""
-        return f"{mark} {self.name}: {self.detail}{tail}"
+        return f"{self.mark} {self.name}: {self.detail}{tail}"
 
 
 KEY_PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
@@ -205,7 +209,7 @@ def checklist(model_id: str | None = None, check_model_access: bool = True) -> l
     token = hf_token()
     items.append(CheckItem("Hugging Face 토큰", token is not None,
                            "있음 (값은 표시하지 않음)" if token else "없음",
-                           "huggingface-cli login 또는 HF_TOKEN 환경변수 (업로드에만 필요)"))
+                           "hf auth login 또는 HF_TOKEN 환경변수 (업로드에만 필요)"))
     offline = is_offline()
     reach = hub_reachable()
     items.append(CheckItem("Hugging Face Hub 접속", reach,

@@ -107,6 +107,27 @@ def estimate(s: Shape, tokens_per_micro_batch: int, r: int = 16,
     return out
 
 
+ESTIMATE_SCENARIOS = {
+    "16비트 가중치 + LoRA": {"quant": "fp16", "checkpointing": False},
+    "NF4 (QLoRA)": {"checkpointing": False},
+    "NF4 + 체크포인팅": {"checkpointing": True},
+    "NF4 + 체크포인팅 + fused loss": {"checkpointing": True, "fused_loss": True},
+}
+COMPONENT_NAMES = {"weights": "가중치", "lora+grad+optim": "LoRA+grad+옵티마이저", "activations": "활성화",
+                   "logits": "logits", "total": "합계"}
+
+
+def estimate_table(s: Shape, tokens_per_micro_batch: int, r: int = 16,
+                   targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> list[dict]:
+    """`estimate` for the standard scenarios (16-bit vs NF4, checkpointing, fused loss), in GiB."""
+    rows = []
+    for label, kw in ESTIMATE_SCENARIOS.items():
+        est = estimate(s, tokens_per_micro_batch, r, tuple(targets), **kw)
+        rows.append({"모델": s.name, "구성": label, "토큰/마이크로배치": tokens_per_micro_batch,
+                     **{f"{COMPONENT_NAMES[k]} (GiB)": round(v, 2) for k, v in est.items()}})
+    return rows
+
+
 def weights_table(shapes: list[Shape]) -> list[dict]:
     """Weights in fp16 vs NF4 (with and without double quantization) and LoRA parameter counts."""
     rows = []

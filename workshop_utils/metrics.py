@@ -62,6 +62,10 @@ def bleu(predictions: list[str], references: list[str], tokenize: str = "ko-meca
     """Corpus BLEU (0-100) with its signature, precisions, brevity penalty; plus sentence BLEU."""
     import sacrebleu
 
+    from .text import tokenizer_mode
+
+    if tokenize == "ko-mecab" and tokenizer_mode() == "whitespace":
+        tokenize = "13a"
     metric = sacrebleu.metrics.BLEU(tokenize=tokenize)
     corpus = metric.corpus_score(predictions, [references])
     sent_metric = sacrebleu.metrics.BLEU(tokenize=tokenize, effective_order=True)

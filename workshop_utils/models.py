@@ -216,7 +216,7 @@ class LoadedModel:
     def describe(self) -> str:
         q = "4비트 NF4 (double quant)" if getattr(self.model, "is_loaded_in_4bit", False) else "양자화 없음"
         return (f"[model] 모델 model={self.choice.model_id} ({self.choice.reason})\n"
-                f"[model] {self.device.line()}\n[model] 로드 방식: {q}, {self.seconds:.1f}s")
+                f"[model] {self.device.line()}\n[model] 로드 방식: {q}, {bnb_backend(self.model)}, {self.seconds:.1f}s")
 
 
 def model_path(choice: ModelChoice, verbose: bool = True) -> str:
@@ -272,6 +272,18 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
     return loaded
 
 
+def bnb_backend(model) -> str:
+    """Which bitsandbytes kernels run the 4-bit layers: e.g. 'bitsandbytes 0.50.2 CUDA backend, weights on cuda:0'."""
+    mods = _linear4bit_modules(model)
+    if not mods:
+        return "bitsandbytes 미사용"
+    import bitsandbytes as bnb
+    from bitsandbytes import cextension
+
+    return (f"bitsandbytes {bnb.__version__} {cextension.BNB_BACKEND} backend, "
+            f"4비트 가중치 {mods[0].weight.device}, compute dtype {str(mods[0].compute_dtype).replace('torch.', '')}")
+
+
 def _default_device_map():
     """One whole model per process: on GPU `local_rank` under accelerate/torchrun, else 'auto'."""
     if "LOCAL_RANK" in os.environ:
@@ -293,9 +305,9 @@ def hub_failure_hint(model_id: str, err: Exception) -> str:
     if is_offline() or not hub_reachable():
         lines.append("- Hub에 접속할 수 없습니다: 네트워크를 확인하거나 WORKSHOP_MODEL=offline 으로 오프라인 모델을 쓰세요.")
     elif hf_token() is None:
-        lines.append("- 토큰이 없습니다: `huggingface-cli login` 또는 HF_TOKEN 환경변수를 설정하세요.")
+        lines.append("- 토큰이 없습니다: `hf auth login` 또는 HF_TOKEN 환경변수를 설정하세요.")
     else:
-        lines.append("- 토큰 권한/모델 라이선스 동의를 확인하고 `huggingface-cli login`을 다시 실행하세요.")
+        lines.append("- 토큰 권한/모델 라이선스 동의를 확인하고 `hf auth login`을 다시 실행하세요.")
     return "\n".join(lines)
 
 

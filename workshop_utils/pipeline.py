@@ -107,3 +107,26 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
     print(f"[run] 요약 summary: {summary_path}   실험 기록: {exp}")
     print(f"[run] 전체 {summary['seconds_total']:.0f}s")
     return summary
+
+
+def ensure_adapter(cfg: WorkshopConfig, loaded=None, verbose: bool = True):
+    """A tuned model for notebook 04/05: the adapter notebook 03 saved in the run directory, or -- when
+    it is missing (notebook run alone) -- a fresh training run with this config, saying so.
+
+    Returns (peft_model, loaded) on ONE base model: base = adapter off, tuned = adapter on.
+    """
+    from peft import PeftModel
+
+    from .models import load_model
+    from .training import train
+
+    loaded = loaded or load_model(cfg.model, verbose=verbose)
+    adapter = cfg.run_dir / "adapter"
+    if (adapter / "adapter_config.json").exists():
+        if verbose:
+            print(f"[adapter] 03 노트북이 저장한 어댑터를 사용합니다: {adapter}")
+        return PeftModel.from_pretrained(loaded.model, str(adapter)), loaded
+    if verbose:
+        print(f"[adapter] {adapter}에 어댑터가 없어 지금 학습합니다 (size={cfg.size}, max_steps={cfg.train.max_steps})")
+    model, _ = train(loaded.model, loaded.tokenizer, load_splits(cfg), cfg, resume=False, verbose=verbose)
+    return model, loaded

@@ -114,3 +114,22 @@ def line(xs, series: dict[str, list[float]], title: str, xlabel: str, ylabel: st
     if len(series) > 1:
         ax.legend()
     return fig
+
+
+def stacked_bars(rows: list[dict], label_key: str, keys: list[str], title: str, xlabel: str = ""):
+    """Horizontal stacked bars: one bar per row, one segment per key, the total written at the end."""
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.4))
+    labels = [str(r[label_key]) for r in rows]
+    left = [0.0] * len(rows)
+    for key in keys:
+        vals = [float(r[key]) for r in rows]
+        ax.barh(labels, vals, left=left, label=key)
+        left = [a + b for a, b in zip(left, vals)]
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {total:.1f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(left) * 1.15 if left and max(left) > 0 else 1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

@@ -349,8 +349,10 @@ def write_quality_report(report: QualityReport, records: list[dict], out_dir: st
     md = ["# 데이터 품질 보고서", "", _md_table([{"항목": k, "값": v} for k, v in s.items()
                                              if k not in ("token_length", "topic_balance")]), ""]
     if report.lengths:
-        md += ["## 토큰 길이", _md_table([report.lengths]), "", "![lengths](lengths.png)", "",
-               _md_table(report.truncation), ""]
+        md += ["## 토큰 길이", _md_table([report.lengths]), ""]
+        if "lengths" in images:
+            md += ["![lengths](lengths.png)", ""]
+        md += [_md_table(report.truncation), ""]
     md += ["## 주제 균형", report.balance["advice"], "", "![balance](balance.png)", ""]
     md += ["## 근거가 약한 샘플 (weakest grounding)",
            _md_table([{k: w[k] for k in ("id", "question", "answer", "groundedness", "relevance")}

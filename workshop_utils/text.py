@@ -7,6 +7,7 @@ on PyPI with its dictionary) and keep Latin words and numbers as they are.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import unicodedata
 
@@ -20,9 +21,20 @@ def _tagger():
     return mecab_ko.Tagger("-Owakati")
 
 
+def tokenizer_mode() -> str:
+    """'mecab' (default) or 'whitespace' (WORKSHOP_KO_TOKENIZER=whitespace, e.g. on a machine where the
+    106 MB mecab-ko dictionary cannot be installed; metrics are then NOT comparable to mecab ones)."""
+    mode = os.environ.get("WORKSHOP_KO_TOKENIZER", "mecab")
+    if mode not in ("mecab", "whitespace"):
+        raise ValueError(f"WORKSHOP_KO_TOKENIZER={mode!r}: 'mecab' 또는 'whitespace'")
+    return mode
+
+
 @functools.lru_cache(maxsize=65536)
 def morphs(text: str, drop_punct: bool = True) -> tuple[str, ...]:
     """Morpheme tokens of `text` (NFC, lower-cased Latin); punctuation dropped by default."""
+    if tokenizer_mode() == "whitespace":
+        return tuple(whitespace_tokens(text))
     text = unicodedata.normalize("NFC", text).lower()
     toks = _tagger().parse(text).split()
     if drop_punct:

@@ -42,6 +42,12 @@ def use_gradient_checkpointing(cfg: WorkshopConfig, device: DeviceChoice) -> tup
     return (not fits), detail
 
 
+def precision_flags(device: DeviceChoice) -> dict:
+    """bf16 where the device computes it, fp16 (with loss scaling) on GPUs without bf16 such as the T4;
+    the seed hard-codes bf16=True, which fails on a T4."""
+    return {"bf16": device.dtype == torch.bfloat16, "fp16": device.dtype == torch.float16}
+
+
 def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, gradient_checkpointing: bool = False,
                        output_dir: str | Path | None = None, **overrides):
     """TrainingArguments from the config (the seed's values for size 'full')."""
@@ -69,8 +75,7 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        bf16=device.dtype == torch.bfloat16,
-        fp16=device.dtype == torch.float16,
+        **precision_flags(device),
         optim=t.optim,
         max_grad_norm=t.max_grad_norm,
         report_to=report or "none",

@@ -15,7 +15,7 @@ TABLE = [
     ("Loss가 NaN으로 발산", "learning_rate가 너무 높음", "learning_rate를 1/10로 줄이기, gradient clipping 적용"),
     ("학습이 멈춤 (loss 변화 없음)", "learning_rate가 너무 낮음", "learning_rate 2~5배 증가, warmup_steps 추가"),
     ("Validation loss만 증가", "과적합 발생", "epochs 줄이기, lora_dropout 증가, 데이터 증강, early stopping"),
-    ("모델 로드 실패", "Hugging Face 토큰 문제", "huggingface-cli login 재실행, 토큰 권한 확인"),
+    ("모델 로드 실패", "Hugging Face 토큰 문제", "hf auth login 재실행, 토큰 권한 확인"),
     ("평가 지표가 너무 낮음", "데이터 품질 문제", "데이터 전처리 재확인, 샘플 수동 검토"),
 ]
 

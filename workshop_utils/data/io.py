@@ -213,6 +213,7 @@ def _iter_array(text: str, start: int, name: str) -> Iterable[RawRecord]:
 def _read_csv(raw: bytes, enc: str, name: str) -> Iterable[RawRecord]:
     text = _strip_bom(raw.decode(enc if enc != "utf-8-sig" else "utf-8-sig", errors="surrogateescape"))
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    _ = reader.fieldnames  # consume the header so line numbers count from it
     prev_end = reader.line_num
     for row_no, row in enumerate(reader, start=1):
         loc = f"line {prev_end + 1} (row {row_no})"

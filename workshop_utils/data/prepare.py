@@ -101,6 +101,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def _save_dataset_dict(splits: dict[str, list[dict]], path: Path) -> None:
     from datasets import Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
 
     cols = sorted({k for rows in splits.values() for r in rows for k in r})
 

@@ -1,0 +1,40 @@
+"""Small helpers behind 00.01-prerequisites and 00-concepts (no model, CPU-cheap)."""
+from __future__ import annotations
+
+import torch
+
+from workshop_utils import concepts, memory, plots
+from workshop_utils.env import CheckItem
+
+
+def test_check_item_mark():
+    assert CheckItem("a", True, "").mark == "✓"
+    assert CheckItem("a", False, "", blocking=True).mark == "✗"
+    assert CheckItem("a", False, "", "fix").mark == "△"
+    assert CheckItem("a", False, "x", "fix").line() == "△ a: x  → fix"
+
+
+def test_nf4_is_normal_quantiles():
+    levels = concepts.normal_quantile_levels()
+    assert levels.shape == (16,)
+    assert torch.allclose(levels, concepts.nf4_levels(), atol=1e-5)
+    assert levels.min() == -1 and levels.max() == 1 and (levels == 0).sum() == 1
+
+
+def test_estimate_table_scenarios():
+    rows = memory.estimate_table(memory.EXAONE_7_8B, 8192)
+    by = {r["구성"]: r for r in rows}
+    assert list(by) == list(memory.ESTIMATE_SCENARIOS)
+    assert by["16비트 가중치 + LoRA"]["가중치 (GiB)"] > by["NF4 (QLoRA)"]["가중치 (GiB)"]
+    assert by["NF4 + 체크포인팅"]["활성화 (GiB)"] < by["NF4 (QLoRA)"]["활성화 (GiB)"]
+    assert by["NF4 + 체크포인팅 + fused loss"]["logits (GiB)"] == 0
+    totals = [r["합계 (GiB)"] for r in rows]
+    assert totals == sorted(totals, reverse=True)
+
+
+def test_stacked_bars_figure():
+    rows = memory.estimate_table(memory.SMOLLM2_135M, 256)
+    keys = ["가중치 (GiB)", "활성화 (GiB)", "logits (GiB)"]
+    fig = plots.stacked_bars(rows, "구성", keys, "t")
+    assert len(fig.axes[0].patches) == len(rows) * len(keys)
+    plots.plt.close(fig)

@@ -1,0 +1,227 @@
+"""Offline model, 4-bit loading, the CPU repacking hazard, labels/EOS, training, resume, stopping."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from workshop_utils.config import RAFT_INSTRUCTION, load_config
+from workshop_utils.models import (RepackedModelError, apply_lora, assert_trainable_4bit, bnb_config,
+                                   exaone_like_tokenizer, load_model, load_tokenizer, repacked_4bit_modules)
+from workshop_utils.prompts import IGNORE_INDEX, CompletionCollator, end_of_turn_token, render_prompt, tokenize_example
+
+pytestmark = pytest.mark.slow
+
+SHORT = [
+    {"id": f"s{i}", "instruction": RAFT_INSTRUCTION, "context": [doc], "question": q, "answer": a, "golden_index": 0}
+    for i, (doc, q, a) in enumerate([
+        ("누리온테크 연차휴가는 1년에 15일이다.", "연차휴가는 며칠인가요?", "문맥에 따르면 15일입니다."),
+        ("사내식당 점심은 3,000원이다.", "점심값은 얼마인가요?", "문맥에 따르면 3,000원입니다."),
+        ("헬프온 내선 번호는 2580이다.", "헬프온 내선은 몇 번인가요?", "문맥에 따르면 2580번입니다."),
+        ("셔틀버스는 판교역에서 출발한다.", "셔틀버스는 어디서 출발하나요?", "문맥에 따르면 판교역입니다."),
+    ])
+]
+
+
+def tiny_cfg(tmp_path, **train):
+    cfg = load_config(size="tiny", build_dir=str(tmp_path))
+    cfg.model.model_id = "offline"
+    cfg.train.eval_steps = 0
+    cfg.train.report_to = []
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def lora_grads(model, tok, seed: int = 0) -> torch.Tensor:
+    """Flattened LoRA gradients of one fixed batch (dropout off, non-zero B so every grad is live)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                          init_lora_weights=False))
+    pm.train()
+    batch = CompletionCollator(tok.pad_token_id)([tokenize_example(tok, SHORT[0], 256).__dict__])
+    pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.backward()
+    return torch.cat([p.grad.flatten() for n, p in pm.named_parameters() if p.requires_grad and p.grad is not None])
+
+
+def raw_4bit(path, dtype=torch.float32):
+    """The seed's loading code, outside the library (no repacking guard)."""
+    from transformers import AutoModelForCausalLM
+
+    from workshop_utils.config import ModelSettings
+
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=bnb_config(ModelSettings(), dtype), dtype=dtype)
+
+
+@pytest.fixture
+def avx512bf16_cpu(monkeypatch):
+    """Make bitsandbytes behave as on a CPU with AVX512-BF16 (CI machines have it; this one may not)."""
+    import bitsandbytes.nn.modules as mods
+
+    monkeypatch.setattr(mods, "has_avx512bf16", lambda: True)
+
+
+def test_offline_model_loads_in_4bit_and_prints_its_choice(offline_dir, capsys):
+    loaded = load_model(load_config(size="tiny").model)
+    out = capsys.readouterr().out
+    assert "SmolLM2" in out and "dtype=" in out and "4비트 NF4" in out
+    import bitsandbytes as bnb
+
+    lin = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(lin) == 30 * 7 and all(m.weight.quant_type == "nf4" for m in lin)
+    assert all(m.support_avx512bf16_for_cpu is False for m in lin)
+    assert loaded.model.config.model_type == "llama"
+
+
+def test_inference_then_training_gradients_match_a_fresh_model(offline_dir, tokenizer, avx512bf16_cpu):
+    """The hazard made impossible: a model from load_model may generate first and train after."""
+    fresh = lora_grads(load_model(load_config(size="tiny").model, verbose=False).model, tokenizer)
+    used = load_model(load_config(size="tiny").model, verbose=False).model
+    used.eval()
+    with torch.no_grad():
+        used.generate(**tokenizer(["안녕하세요"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert repacked_4bit_modules(used) == []
+    assert_trainable_4bit(used)
+    after = lora_grads(used, tokenizer)
+    assert torch.equal(fresh, after)
+
+
+def test_repacked_model_is_refused_and_its_gradients_are_wrong(offline_dir, tokenizer, avx512bf16_cpu):
+    """Loaded the seed's way on an AVX512-BF16 CPU, one eval forward repacks the weights."""
+    fresh = lora_grads(raw_4bit(str(offline_dir)), tokenizer)
+    m = raw_4bit(str(offline_dir))
+    m.eval()
+    with torch.no_grad():
+        m(**tokenizer(["안녕하세요"], return_tensors="pt"))
+    assert len(repacked_4bit_modules(m)) == 30 * 7
+    with pytest.raises(RepackedModelError, match="load_model"):
+        assert_trainable_4bit(m)
+    wrong = lora_grads(m, tokenizer)
+    rel = float((wrong - fresh).norm() / fresh.norm())
+    assert rel > 0.1, f"expected very different gradients, got relative error {rel:.3f}"
+
+
+@pytest.mark.skipif(not __import__("bitsandbytes.functional").functional.has_avx512bf16(),
+                    reason="needs a CPU with AVX512-BF16 (bitsandbytes' repacking path)")
+def test_real_avx512bf16_cpu_repacks_after_an_eval_forward(offline_dir, tokenizer):
+    m = raw_4bit(str(offline_dir), torch.bfloat16)
+    m.eval()
+    with torch.no_grad():
+        m(**tokenizer(["안녕하세요"], return_tensors="pt"))
+    assert repacked_4bit_modules(m)
+
+
+@pytest.mark.parametrize("flavour", ["smollm2", "exaone"])
+def test_labels_mask_the_prompt_and_keep_the_end_of_turn(tokenizer, flavour):
+    tok = exaone_like_tokenizer(copy.deepcopy(tokenizer)) if flavour == "exaone" else tokenizer
+    prompt = render_prompt(tok, SHORT[0])
+    if flavour == "exaone":
+        assert prompt.startswith("[|system|][|endofturn|]\n[|user|]" + RAFT_INSTRUCTION) and prompt.endswith("[|assistant|]")
+        assert end_of_turn_token(tok) == "[|endofturn|]"
+    else:
+        assert "<|im_start|>user\n" + RAFT_INSTRUCTION in prompt and prompt.endswith("<|im_start|>assistant\n")
+        assert end_of_turn_token(tok) == "<|im_end|>"
+    ex = tokenize_example(tok, SHORT[0], 512)
+    eot = tok.convert_tokens_to_ids(end_of_turn_token(tok))
+    assert ex.labels[: ex.prompt_tokens] == [IGNORE_INDEX] * ex.prompt_tokens
+    assert ex.labels[-1] == eot and ex.input_ids[-1] == eot
+    assert tok.decode(ex.labels[ex.prompt_tokens:-1]) == SHORT[0]["answer"]
+
+
+def test_every_training_example_keeps_its_eos_label_even_when_pad_equals_eos(tokenizer, prepared):
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # the seed's pad_token = eos_token situation
+    eos = tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer))
+    feats = [tokenize_example(tokenizer, ex, 1024).__dict__ for ex in prepared.splits["train"][:16]]
+    batch = CompletionCollator(tokenizer.pad_token_id)(feats)
+    for i, f in enumerate(feats):
+        n = len(f["input_ids"])
+        assert batch["labels"][i, n - 1] == eos, "EOS label missing"
+        assert (batch["labels"][i, n:] == IGNORE_INDEX).all() and (batch["attention_mask"][i, n:] == 0).all()
+    # What the usual collator does with pad == eos: the EOS label is masked, so the model never learns to stop.
+    from transformers import DataCollatorForLanguageModeling
+
+    lm = DataCollatorForLanguageModeling(tokenizer, mlm=False)([{"input_ids": f["input_ids"]} for f in feats[:2]])
+    n0 = len(feats[0]["input_ids"])
+    assert lm["labels"][0, n0 - 1] == IGNORE_INDEX
+
+
+def test_completion_only_logits_give_the_same_loss_and_gradients(offline_dir, tokenizer):
+    from workshop_utils.training import completion_loss
+
+    feats = [tokenize_example(tokenizer, ex, 256).__dict__ for ex in SHORT[:3]]
+    batch = CompletionCollator(tokenizer.pad_token_id)(feats)
+    n_items = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    results = []
+    for mode in ("full", "completion"):
+        torch.manual_seed(0)
+        m = load_model(load_config(size="tiny").model, verbose=False).model
+        from peft import LoraConfig, get_peft_model
+
+        pm = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                          init_lora_weights=False))
+        if mode == "full":
+            loss = pm(**batch, num_items_in_batch=n_items).loss
+        else:
+            loss, _ = completion_loss(pm, dict(batch), n_items)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in pm.parameters() if p.requires_grad])
+        results.append((loss.detach(), grads))
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, rtol=1e-5, atol=1e-6)
+    assert float((g1 - g2).norm() / g1.norm()) < 1e-4
+
+
+def test_training_arguments_follow_transformers_5_and_the_device(tmp_path):
+    from workshop_utils.env import DeviceChoice, choose_device
+    from workshop_utils.training import precision_flags, training_arguments
+
+    assert precision_flags(DeviceChoice("cuda", torch.float16, "T4")) == {"bf16": False, "fp16": True}
+    assert precision_flags(DeviceChoice("cuda", torch.bfloat16, "A100")) == {"bf16": True, "fp16": False}
+    cfg = load_config(size="full", build_dir=str(tmp_path))
+    args = training_arguments(cfg, choose_device(), gradient_checkpointing=True)
+    assert (args.eval_strategy.value, args.optim.value, args.lr_scheduler_type.value) == ("steps", "paged_adamw_8bit", "cosine")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.learning_rate) == (4, 4, 2e-4)
+    assert (args.num_train_epochs, args.warmup_steps, args.save_total_limit) == (3, 100, 2)
+    assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert args.report_to == ["tensorboard"]
+
+
+def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokenizer):
+    from transformers import TrainerCallback
+
+    from workshop_utils.training import train
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    cfg = tiny_cfg(tmp_path, max_steps=4, save_steps=2, logging_steps=1)
+    splits = {"train": SHORT, "validation": []}
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=False, callbacks=[Interrupt()])
+    assert (cfg.run_dir / "checkpoint-2").is_dir()
+    _, res = train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=True)
+    assert res.resumed_from.endswith("checkpoint-2") and res.steps == 4
+    assert (cfg.run_dir / "adapter" / "adapter_config.json").exists()
+
+
+def test_tuned_model_learns_to_stop(tmp_path, tokenizer):
+    from workshop_utils.generation import answer_examples
+    from workshop_utils.training import train
+
+    cfg = tiny_cfg(tmp_path, max_steps=24, learning_rate=3e-3, per_device_train_batch_size=2, warmup_steps=2,
+                   logging_steps=4, save_steps=1000)
+    cfg.lora.lora_dropout = 0.0
+    short = [dict(ex, instruction="문맥을 읽고 답하세요.") for ex in SHORT]  # short prompts keep this test fast
+    model, res = train(load_model(cfg.model, verbose=False).model, tokenizer, {"train": short, "validation": []}, cfg,
+                       resume=False)
+    assert res.final_loss < 0.1
+    out = answer_examples(model, tokenizer, short, max_new_tokens=40, batch_size=4, progress=False)
+    assert all(out.stopped), out.texts
+    assert out.texts == [ex["answer"] for ex in short]
+    base = answer_examples(model, tokenizer, short, max_new_tokens=12, batch_size=4, base=True, progress=False)
+    assert base.texts != out.texts
