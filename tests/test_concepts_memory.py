@@ -38,3 +38,16 @@ def test_stacked_bars_figure():
     fig = plots.stacked_bars(rows, "구성", keys, "t")
     assert len(fig.axes[0].patches) == len(rows) * len(keys)
     plots.plt.close(fig)
+
+
+def test_plots_are_closed_so_notebooks_show_them_once():
+    fig = plots.line([1, 2], {"a": [1, 2]}, "t", "x", "y")
+    assert fig.number not in plots.plt.get_fignums()
+    assert fig.axes  # still drawable
+
+
+def test_fit_low_rank_restores_threads():
+    n = torch.get_num_threads()
+    rows = concepts.fit_low_rank(d=32, true_rank=2, ranks=(1, 2), steps=200)
+    assert torch.get_num_threads() == n
+    assert rows[1]["상대 오차 ‖BA−ΔW‖/‖ΔW‖"] < rows[0]["상대 오차 ‖BA−ΔW‖/‖ΔW‖"]

@@ -58,6 +58,9 @@ class DataSettings:
     instruction: str = _help("RAFT instruction (고정 시스템 프롬프트)", RAFT_INSTRUCTION)
     num_distractors: int = _help("골든 문서와 함께 넣을 방해(distractor) 문서 수 k (RAFT 논문 기본 4)", 4)
     hard_distractor_fraction: float = _help("방해 문서 중 어려운(같은 주제/BM25 근접) 문서의 비율", 0.5)
+    hard_method: str = _help(
+        "어려운 방해 문서 고르기: bm25(질문과 가장 비슷한 문서) | topic(같은 주제에서 무작위, 대용량에서 선형 시간)",
+        "bm25")
     oracle_fraction: float = _help("골든 문서를 포함하는 예제 비율 P (RAFT 논문 권장 0.8)", 0.8)
     no_oracle_target: str = _help(
         "골든 문서가 빠진 예제(1-P)의 정답: abstain(문맥에 답이 없다고 답함) | answer(논문처럼 원래 답 유지)",

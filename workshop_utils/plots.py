@@ -14,6 +14,13 @@ plt.rcParams["axes.unicode_minus"] = False
 BASE_COLOR, TUNED_COLOR = "#9aa5b1", "#2b7bb9"
 
 
+def _detached(fig):
+    """Close the figure in pyplot's registry before returning it: a notebook then shows it once (as the
+    cell's value) instead of twice (inline backend's auto-display + the returned value)."""
+    plt.close(fig)
+    return fig
+
+
 def save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +46,7 @@ def metric_bars(metrics: dict, setting: str = "golden_distractors"):
     ax.set_ylim(0, 1.05)
     ax.set_title("파인튜닝 전후 비교 (골든 + 방해 문서)")
     ax.legend(loc="upper left")
-    return fig
+    return _detached(fig)
 
 
 def settings_bars(metrics: dict, key: str = "rougeL"):
@@ -57,7 +64,7 @@ def settings_bars(metrics: dict, key: str = "rougeL"):
     ax.set_ylabel(key)
     ax.set_title(f"RAFT 평가 설정별 {key}")
     ax.legend()
-    return fig
+    return _detached(fig)
 
 
 def loss_curve(history: dict[str, list[tuple[int, float]]], title: str = "학습 곡선"):
@@ -73,7 +80,7 @@ def loss_curve(history: dict[str, list[tuple[int, float]]], title: str = "학습
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    return fig
+    return _detached(fig)
 
 
 def histogram(values: list[int], title: str, xlabel: str, marks: dict[str, float] | None = None, bins: int = 40):
@@ -85,7 +92,7 @@ def histogram(values: list[int], title: str, xlabel: str, marks: dict[str, float
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("개수")
-    return fig
+    return _detached(fig)
 
 
 def bar(labels: list[str], values: list[float], title: str, ylabel: str = "", horizontal: bool = False):
@@ -98,7 +105,7 @@ def bar(labels: list[str], values: list[float], title: str, ylabel: str = "", ho
         ax.tick_params(axis="x", labelrotation=30)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    return fig
+    return _detached(fig)
 
 
 def line(xs, series: dict[str, list[float]], title: str, xlabel: str, ylabel: str, logy: bool = False):
@@ -113,7 +120,7 @@ def line(xs, series: dict[str, list[float]], title: str, xlabel: str, ylabel: st
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
-    return fig
+    return _detached(fig)
 
 
 def stacked_bars(rows: list[dict], label_key: str, keys: list[str], title: str, xlabel: str = ""):
@@ -132,4 +139,4 @@ def stacked_bars(rows: list[dict], label_key: str, keys: list[str], title: str, 
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=8, loc="lower right")
-    return fig
+    return _detached(fig)

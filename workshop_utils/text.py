@@ -60,6 +60,12 @@ def char_ngrams(text: str, n: int = 3) -> set[str]:
     return {s[i:i + n] for i in range(len(s) - n + 1)}
 
 
+def char_ngrams_list(text: str, n: int = 2) -> list[str]:
+    """Character n-grams in order (with repeats), spaces removed: BM25 tokens without an analyzer."""
+    s = re.sub(r"\s+", "", unicodedata.normalize("NFC", text).lower())
+    return [s[i:i + n] for i in range(max(1, len(s) - n + 1))] if s else []
+
+
 SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 

@@ -40,6 +40,7 @@ class RaftOptions:
     num_distractors: int = 4
     hard_distractor_fraction: float = 0.5
     hard_method: str = "bm25"  # "bm25" (BM25-nearest to the question) or "topic" (same topic, random)
+    bm25_tokens: str = "bigram"  # character bigrams: fast on large data; "morphs" for mecab-ko
     oracle_fraction: float = 0.8
     no_oracle_target: str = "abstain"
     max_context_len: int = 2048
@@ -52,6 +53,7 @@ class RaftOptions:
     @classmethod
     def from_settings(cls, s: DataSettings, **kw) -> "RaftOptions":
         return cls(num_distractors=s.num_distractors, hard_distractor_fraction=s.hard_distractor_fraction,
+                   hard_method=s.hard_method,
                    oracle_fraction=s.oracle_fraction, no_oracle_target=s.no_oracle_target,
                    max_context_len=s.max_context_len, add_cot=s.add_cot, instruction=s.instruction,
                    seed=s.seed, **kw)
@@ -151,14 +153,27 @@ class DistractorSampler:
         if opts.hard_method == "bm25" and opts.num_distractors > 0 and opts.hard_distractor_fraction > 0:
             from ..retrieval import BM25Index
 
-            self._bm25 = BM25Index.build(corpus.ids, [corpus.texts[k] for k in corpus.ids])
+            self._bm25 = BM25Index.build(corpus.ids, [corpus.texts[k] for k in corpus.ids], opts.bm25_tokens)
 
-    def hard_candidates(self, questions: list[str], goldens: list[str], n: int) -> list[list[str]]:
+    def hard_candidates(self, questions: list[str], goldens: list[str], n: int) -> list[list[str]] | None:
+        """BM25: the nearest documents per question (computed in one batch). Topic: None (sampled lazily)."""
         if self._bm25 is None:
-            return [[k for k in self.by_topic[self.corpus.topics[g]] if k != g] for g in goldens]
+            return None
         k = min(len(self.corpus.ids), n + 8)
         hits, _ = self._bm25.search(questions, k)
         return [[h for h in row if h != g] for row, g in zip(hits, goldens)]
+
+    def same_topic(self, gold: str, n: int, pool_set: set, rng: random.Random) -> list[str]:
+        """Up to n random same-topic documents from the pool (rejection sampling: O(n), not O(topic))."""
+        cands = self.by_topic[self.corpus.topics[gold]]
+        out: list[str] = []
+        for _ in range(8 * n + 8):
+            if len(out) >= n:
+                break
+            d = cands[rng.randrange(len(cands))]
+            if d != gold and d in pool_set and d not in out:
+                out.append(d)
+        return out
 
 
 def to_raft(records: list[dict], split_of: dict[str, str], opts: RaftOptions,
@@ -178,7 +193,12 @@ def to_raft(records: list[dict], split_of: dict[str, str], opts: RaftOptions,
     for i, (rec, gold) in enumerate(zip(records, goldens)):
         split = split_of[gold]
         pool, pool_set = pools["train" if split == "train" else "other"]
-        chosen: list[str] = [h for h in hard[i] if h in pool_set][:n_hard] if hard else []
+        if not n_hard:
+            chosen: list[str] = []
+        elif hard is not None:
+            chosen = [h for h in hard[i][: 4 * n_hard + 8] if h in pool_set][:n_hard]
+        else:
+            chosen = sampler.same_topic(gold, n_hard, pool_set, rng)
         available = len(pool_set) - (gold in pool_set)
         want = min(k, available)
         while len(chosen) < want:  # rejection sampling: O(k) per record, not O(corpus)
@@ -193,7 +213,7 @@ def to_raft(records: list[dict], split_of: dict[str, str], opts: RaftOptions,
         context = []
         for d in doc_ids:
             text = corpus.texts[d]
-            keep = evidence_sentences(text, answer, cot) if d == gold else None
+            keep = evidence_sentences(text, answer, cot) if d == gold and len(text) > opts.max_context_len else None
             context.append(truncate_document(text, opts.max_context_len, keep))
         ex = {
             "id": rec.get("id") or f"rec-{i:06d}",

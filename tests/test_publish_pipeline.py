@@ -1,0 +1,44 @@
+"""Step 5 (save/merge/card/push) and `workshop run` in tiny size (summary.json contract)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workshop_utils.publish import merge_memory_gib, model_card, push_adapter
+
+
+def test_push_without_token_writes_the_card_locally(tmp_path, monkeypatch):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached login either
+    card = model_card("base/model", "누리온테크 RAFT", {"r": 16}, {"steps": 4}, {"rougeL": 0.3})
+    res = push_adapter(tmp_path, "me/adapter", card)
+    assert res["pushed"] is False and "토큰" in res["reason"]
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "base_model: base/model" in text and "| rougeL | 0.300 |" in text
+
+
+def test_merge_memory_for_exaone_is_stated():
+    assert merge_memory_gib(7.8e9) == pytest.approx(14.5, abs=0.1)
+
+
+@pytest.mark.slow
+def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, capsys):
+    from workshop_utils.config import load_config
+    from workshop_utils.pipeline import run
+
+    monkeypatch.setenv("WORKSHOP_ROOT", str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    cfg = load_config(size="tiny", build_dir=str(tmp_path / "build"))
+    cfg.eval.settings = ["golden_distractors", "rag_topk"]
+    summary = run(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert "ROUGE-L" in out and "report" in out
+    saved = json.loads((tmp_path / "build" / "summary.json").read_text(encoding="utf-8"))
+    for key in ("model", "base", "tuned", "train"):
+        assert key in saved
+    for key in ("rouge1", "rouge2", "rougeL", "bleu", "cosine"):
+        assert key in saved["base"] and key in saved["tuned"]
+    assert set(saved["train"]) >= {"steps", "seconds", "final_loss"} and saved["train"]["steps"] == 4
+    assert (tmp_path / "build" / "report" / "report.html").exists()
+    assert summary["retrieval_recall_at_k"]["rag_topk"] > 0
