@@ -18,7 +18,7 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/05_custom_qlora.ipynb
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-notebooks bench lock data strip clean
+.PHONY: install run test test-unit test-notebooks lock data strip clean
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
 $(PY):
@@ -52,9 +52,6 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
-
-bench: $(STAMP)
-	$(VENV)/bin/workshop bench
 
 # Record the exact versions the tests passed with (torch and CUDA wheels excluded: they follow the machine).
 lock: $(STAMP)

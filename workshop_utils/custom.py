@@ -3,11 +3,13 @@ data-preparation checklist evaluated on the data.
 """
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .config import DataSettings
+from .config import DataSettings, WorkshopConfig
 from .data.prepare import PrepareResult, prepare
 
 
@@ -64,3 +66,37 @@ def data_checklist(prep: PrepareResult, quality_summary: dict, min_size: int = 5
                                f"개인정보 의심 {pii}건, 출처/라이선스 기록: {source_note or '없음'}",
                                "PII를 마스킹(mask_pii)하고 데이터 출처·라이선스를 기록하세요"))
     return items
+
+
+def total_steps(cfg: WorkshopConfig, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps of one run: max_steps, else epochs x ceil(batches / grad_accum) (as the Trainer counts)."""
+    t = cfg.train
+    if t.max_steps > 0:
+        return t.max_steps
+    batches = math.ceil(n_train / (t.per_device_train_batch_size * world_size))
+    return max(1, math.ceil(t.num_train_epochs * max(1, math.ceil(batches / t.gradient_accumulation_steps))))
+
+
+def fit_schedule(cfg: WorkshopConfig, n_train: int, evals: int = 4, world_size: int = 1) -> tuple[WorkshopConfig, list[dict]]:
+    """Scale the step-based settings of a large data set (warmup 100 steps, evaluate/save every 500) to a
+    small one: a warmup of half the run or more becomes a 10% ratio, a run with fewer than two evaluations
+    gets about `evals` of them (checkpoints on the same steps, as early stopping needs), and the loss is
+    logged about 10 times. Returns a copy of cfg and the rows of what changed (none when it already fits)."""
+    c = copy.deepcopy(cfg)
+    t = c.train
+    total = total_steps(c, n_train, world_size)
+    rows: list[dict] = []
+
+    def change(name: str, value, why: str) -> None:
+        rows.append({"설정": f"train.{name}", "전": getattr(t, name), "후": value, "이유": why})
+        setattr(t, name, value)
+
+    if t.warmup_steps >= 1 and t.warmup_steps >= total / 2:
+        change("warmup_steps", 0.1, f"전체 {total} 스텝 중 {t.warmup_steps:g} 스텝이 웜업: 비율 0.1 (10%)로")
+    if t.eval_steps > 0 and t.eval_steps > total / 2:
+        every = max(1, total // evals)
+        change("eval_steps", every, f"{t.eval_steps} 스텝마다 평가하면 {total} 스텝 동안 검증 loss가 거의 없음")
+        change("save_steps", every, "체크포인트를 평가와 같은 스텝에 (early stopping의 best model 복원에 필요)")
+    if t.logging_steps > max(1, total // 10):
+        change("logging_steps", max(1, total // 10), "학습 곡선에 점이 10개쯤 찍히도록")
+    return c, rows

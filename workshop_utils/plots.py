@@ -88,7 +88,7 @@ def histogram(values: list[int], title: str, xlabel: str, marks: dict[str, float
     ax.hist(values, bins=bins, color="#5b8def", alpha=0.85)
     for name, x in (marks or {}).items():
         ax.axvline(x, color="#d9534f" if "p95" in name else "#333", linestyle="--", linewidth=1)
-        ax.text(x, ax.get_ylim()[1] * 0.92, f" {name}={x:.0f}", fontsize=8)
+        ax.text(x, ax.get_ylim()[1] * 0.92, f" {name}={x:.3g}", fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("개수")

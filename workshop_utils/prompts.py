@@ -104,6 +104,26 @@ def tokenize_dataset(tokenizer, examples: list[dict], max_length: int):
     return ds, sum(r.truncated for r in rows)
 
 
+def label_comparison(tokenizer, example: dict, max_length: int, edge: int = 3) -> "list[dict]":
+    """Labels around the prompt/answer boundary and at the answer's end: ours vs
+    DataCollatorForLanguageModeling's (`edge` positions on each side of the boundary, `edge` at the end).
+
+    The LM collator copies input_ids into labels (the prompt is trained too) and masks every position
+    whose id is the pad id; with pad_token == eos_token that includes the answer's final EOS, so the
+    model never learns to stop. Ours masks the prompt and keeps the end-of-turn/EOS label.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    ex = tokenize_example(tokenizer, example, max_length)
+    ours = CompletionCollator(tokenizer.pad_token_id)([ex.__dict__])["labels"][0].tolist()
+    lm = DataCollatorForLanguageModeling(tokenizer, mlm=False)([{"input_ids": ex.input_ids}])["labels"][0].tolist()
+    n, p = len(ex.input_ids), ex.prompt_tokens
+    positions = sorted(set(range(max(0, p - edge), min(n, p + edge))) | set(range(max(0, n - edge), n)))
+    return [{"위치": i, "구간": "프롬프트" if i < p else ("답변 끝" if i == n - 1 else "답변"),
+             "토큰": tokenizer.convert_ids_to_tokens(ex.input_ids[i]), "input_id": ex.input_ids[i],
+             "우리 labels": ours[i], "DataCollatorForLanguageModeling labels": lm[i]} for i in positions]
+
+
 class CompletionCollator:
     """Right-pads input_ids/labels; padding is masked by attention_mask and label -100."""
 

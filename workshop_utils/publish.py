@@ -69,11 +69,15 @@ model = PeftModel.from_pretrained(base, "<this repo>")
 """
 
 
-def push_adapter(adapter_dir: str | Path, repo_id: str, card: str, private: bool = True) -> dict:
-    """Push when a token exists and the Hub is reachable; otherwise write the card locally and say why.
-    The token is read from the environment/cached login and never printed or stored."""
+def push_adapter(adapter_dir: str | Path, repo_id: str | None, card: str, private: bool = True) -> dict:
+    """Push when a repo id is given, a token exists and the Hub is reachable; otherwise write the card
+    locally and say why. The token is read from the environment/cached login and never printed or stored."""
     adapter_dir = Path(adapter_dir)
     (adapter_dir / "README.md").write_text(card, encoding="utf-8")
+    if not repo_id:
+        return {"pushed": False, "card": str(adapter_dir / "README.md"),
+                "reason": "업로드할 저장소 이름(repo_id, 예: '내아이디/exaone-qlora-finetuned')이 없어 "
+                          "업로드하지 않았습니다: 모델 카드는 로컬에 저장했습니다"}
     token = hf_token()
     if token is None:
         return {"pushed": False, "card": str(adapter_dir / "README.md"),

@@ -304,9 +304,11 @@ class QualityReport:
 
 
 def check_quality(records: list[dict], tokenizer=None, embedding_sample: int = 0, near_threshold: float = 0.7,
-                  fields: tuple[str, ...] = ("question",)) -> QualityReport:
-    """Run every check on RAFT (or canonical) records."""
-    exact = exact_duplicates(records, fields + ("answer",))
+                  fields: tuple[str, ...] = ("question", "answer")) -> QualityReport:
+    """Run every check on RAFT (or canonical) records. Near duplicates compare question + answer by
+    default: two near-identical questions with different answers (e.g. the same question for two
+    countries) are different facts, not duplicates to drop."""
+    exact = exact_duplicates(records, tuple(dict.fromkeys(fields + ("answer",))))
     near = near_duplicates(records, fields, near_threshold)
     lengths = token_lengths(tokenizer, records) if tokenizer is not None and records and "instruction" in records[0] else None
     emb, emb_name = ([], None)

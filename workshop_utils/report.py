@@ -19,6 +19,19 @@ DISCUSSION = [
 ]
 
 
+def discussion_rows(metrics: dict, setting: str = "golden_distractors") -> "list[dict]":
+    """Each discussion question with the numbers that answer it (base and tuned) for one setting."""
+    by_model = metrics[setting]
+    rows = []
+    for i, (question, hint, keys) in enumerate(DISCUSSION, start=1):
+        row = {"토론 질문": f"{i}. {question}", "힌트": hint}
+        for model, label in (("base", "원본 모델"), ("tuned", "파인튜닝 후")):
+            m = by_model.get(model, {})
+            row[label] = ", ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float)))
+        rows.append(row)
+    return rows
+
+
 def _md_table(rows: list[dict]) -> str:
     if not rows:
         return ""

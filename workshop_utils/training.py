@@ -101,6 +101,67 @@ def _wandb_ready() -> bool:
     return wandb_mode() != "disabled"
 
 
+# The seed slide's TrainingArguments/Trainer call, row by row: (slide name, slide value, name in
+# transformers 5, note). Rows whose note is not empty are corrections or device-dependent choices.
+SEED_TRAINING_ARGS = [
+    ("output_dir", "../exaone-qlora-finetuned", "output_dir", "build/runs/... (체크포인트·TensorBoard 로그·어댑터)"),
+    ("num_train_epochs", 3, "num_train_epochs", ""),
+    ("per_device_train_batch_size", 4, "per_device_train_batch_size", ""),
+    ("per_device_eval_batch_size", 4, "per_device_eval_batch_size", ""),
+    ("gradient_accumulation_steps", 4, "gradient_accumulation_steps", ""),
+    ("learning_rate", 2e-4, "learning_rate", ""),
+    ("lr_scheduler_type", "cosine", "lr_scheduler_type", ""),
+    ("warmup_steps", 100, "warmup_steps", "정수=스텝 수, 0~1 실수=전체 스텝 대비 비율 (warmup_ratio는 삭제됨)"),
+    ("logging_steps", 10, "logging_steps", ""),
+    ("save_steps", 500, "save_steps", ""),
+    ("eval_steps", 500, "eval_steps", ""),
+    ("evaluation_strategy", "steps", "eval_strategy", "transformers 5에서 evaluation_strategy 삭제 → eval_strategy"),
+    ("save_total_limit", 2, "save_total_limit", ""),
+    ("fp16", False, "fp16", "장치에 맞게 자동: bf16 미지원 GPU(T4, Colab 무료)는 fp16 + loss scaling"),
+    ("bf16", True, "bf16", "장치에 맞게 자동: bf16=True 고정은 T4에서 실패, CPU는 fp32"),
+    ("optim", "paged_adamw_8bit", "optim",
+     "옵티마이저 상태(Adam m·v)를 8비트로 저장 + 메모리 부족 시 CPU로 페이징. '8비트 모델용'이 아님"),
+    ("report_to", "tensorboard", "report_to", "tensorboard (wandb는 설정했을 때만 추가)"),
+    ("Trainer(tokenizer=...)", "tokenizer", "Trainer(processing_class=...)",
+     "transformers 5에서 Trainer의 tokenizer= 삭제 → processing_class="),
+    ("(없음)", None, "max_grad_norm", "QLoRA 논문 값 0.3 (그래디언트 클리핑)"),
+    ("(없음)", None, "max_steps", "-1이면 epochs로 결정; smoke/tiny 크기는 스텝 수로 제한"),
+    ("(없음)", None, "gradient_checkpointing", "메모리 예산으로 자동 결정 (use_gradient_checkpointing)"),
+]
+
+
+def lr_schedule(learning_rate: float, warmup_steps: float, total_steps: int, scheduler: str = "cosine") -> list[float]:
+    """The learning rate at each optimizer step as the Trainer schedules it (warmup_steps < 1 = ratio)."""
+    from transformers import get_scheduler
+
+    warmup = math.ceil(warmup_steps * total_steps) if 0 < warmup_steps < 1 else int(warmup_steps)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=learning_rate)
+    sched = get_scheduler(scheduler, opt, num_warmup_steps=warmup, num_training_steps=total_steps)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def compare_with_seed(args, size: str = "") -> "list[dict]":
+    """Rows comparing the slide's TrainingArguments with `args` (what this run really uses)."""
+
+    def value(name: str):
+        if name.startswith("Trainer("):
+            return "tokenizer"
+        v = getattr(args, name)
+        v = getattr(v, "value", v)  # enums (eval_strategy, optim, lr_scheduler_type)
+        if isinstance(v, list) and len(v) == 1:
+            v = v[0]
+        return v
+
+    col = f"이 실습 ({size})" if size else "이 실습"
+    return [{"슬라이드": seed, "슬라이드 값": "" if sv is None else str(sv), "transformers 5": ours,
+             col: str(value(ours)), "비고": note} for seed, sv, ours, note in SEED_TRAINING_ARGS]
+
+
 @dataclass
 class TrainResult:
     steps: int
