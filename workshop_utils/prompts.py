@@ -120,8 +120,14 @@ def label_comparison(tokenizer, example: dict, max_length: int, edge: int = 3) -
     n, p = len(ex.input_ids), ex.prompt_tokens
     positions = sorted(set(range(max(0, p - edge), min(n, p + edge))) | set(range(max(0, n - edge), n)))
     return [{"위치": i, "구간": "프롬프트" if i < p else ("답변 끝" if i == n - 1 else "답변"),
-             "토큰": tokenizer.convert_ids_to_tokens(ex.input_ids[i]), "input_id": ex.input_ids[i],
+             "토큰": _show_token(tokenizer, ex.input_ids[i]), "input_id": ex.input_ids[i],
              "우리 labels": ours[i], "DataCollatorForLanguageModeling labels": lm[i]} for i in positions]
+
+
+def _show_token(tokenizer, token_id: int) -> str:
+    """A token as text; a byte-level piece of a Hangul character (decodes to U+FFFD) is named as such."""
+    text = tokenizer.decode([token_id])
+    return "(한글 바이트 조각)" if "\ufffd" in text else repr(text)
 
 
 class CompletionCollator:

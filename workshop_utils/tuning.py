@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 
 from .config import WorkshopConfig, _set
@@ -32,9 +33,13 @@ class SweepResult:
 
 
 def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[dict]], evaluate: bool = True,
-          early_stopping_patience: int = 0, log_experiments: bool = True, verbose: bool = True) -> SweepResult:
+          early_stopping_patience: int = 0, log_experiments: bool = True, verbose: bool = True,
+          reuse: dict | None = None) -> SweepResult:
     """Train once per value of `param` (dotted, e.g. "lora.r" or "train.num_train_epochs") from a fresh
-    base model, everything else fixed; collect validation loss and (optionally) test metrics."""
+    base model, everything else fixed; collect validation loss and (optionally) test metrics.
+
+    `reuse` maps cfg's own value of `param` to the TrainResult of a run already trained with cfg (the
+    baseline), which then is one point of the sweep without training it again (validation loss only)."""
     from .evaluation import build_eval_sets, evaluate_models, select_test
     from .models import load_model
     from .data.prepare import load_corpus
@@ -43,12 +48,24 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
 
     if cfg.train.eval_steps <= 0 or not splits.get("validation"):
         raise ValueError("스윕은 검증 loss로 비교합니다: train.eval_steps > 0 과 validation 분할이 필요합니다")
+    reuse = reuse or {}
+    current = functools.reduce(getattr, param.split("."), cfg)
+    if any(v != current for v in reuse):
+        raise ValueError(f"reuse는 cfg의 현재 값({param}={current})으로 학습한 실행만 쓸 수 있습니다: {list(reuse)}")
+    if reuse and evaluate:
+        raise ValueError("reuse한 실행은 모델이 없어 테스트 지표를 구할 수 없습니다: evaluate=False로 비교하세요")
     res = SweepResult(param)
     eval_sets = None
     if evaluate:
         test = select_test(splits["test"], cfg.eval.num_examples)
         eval_sets = {"golden_distractors": build_eval_sets(test, load_corpus(cfg), cfg, ["golden_distractors"])["golden_distractors"]}
     for value in values:
+        if value in reuse:
+            if verbose:
+                print(f"[sweep] {param}={value}: 이미 학습한 실행을 사용 ({reuse[value].run_dir})")
+            res.rows.append(_row(param, value, reuse[value]))
+            res.histories[value] = [(h["step"], h["eval_loss"]) for h in reuse[value].log_history if "eval_loss" in h]
+            continue
         c = copy.deepcopy(cfg)
         _set(c, param, value)
         c.train.early_stopping_patience = early_stopping_patience
@@ -59,10 +76,7 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
             print(f"[sweep] {param}={value}")
         loaded = load_model(c.model, verbose=False)
         model, tr = train(loaded.model, loaded.tokenizer, splits, c, resume=False, verbose=False)
-        row = {param: value, "eval_loss": tr.eval_loss, "final_train_loss": tr.final_loss, "steps": tr.steps,
-               "seconds": tr.seconds, "trainable_params": tr.trainable_params}
-        evals = [h["eval_loss"] for h in tr.log_history if "eval_loss" in h]
-        row["best_eval_loss"] = min(evals) if evals else None
+        row = _row(param, value, tr)
         metrics = None
         if evaluate:
             ev = evaluate_models(model, loaded.tokenizer, eval_sets, c, models=("tuned",), progress=False,
@@ -76,3 +90,10 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
                                  next_step=f"{param} 외의 설정은 고정; 가장 좋은 값으로 다음 파라미터를 스윕")
         del model, loaded
     return res
+
+
+def _row(param: str, value, tr) -> dict:
+    evals = [h["eval_loss"] for h in tr.log_history if "eval_loss" in h]
+    return {param: value, "eval_loss": tr.eval_loss, "final_train_loss": tr.final_loss, "steps": tr.steps,
+            "seconds": tr.seconds, "trainable_params": tr.trainable_params,
+            "best_eval_loss": min(evals) if evals else None}
