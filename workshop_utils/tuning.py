@@ -26,7 +26,8 @@ class SweepResult:
         series = {"validation loss": [r["eval_loss"] for r in self.rows]}
         if all(r.get("rougeL") is not None for r in self.rows):
             series["ROUGE-L (tuned)"] = [r["rougeL"] for r in self.rows]
-        return plots.line(xs, series, f"{self.param} 스윕 (나머지 설정은 고정)", self.param, "값")
+        ylabel = next(iter(series)) if len(series) == 1 else "값"
+        return plots.line(xs, series, f"{self.param} 스윕 (나머지 설정은 고정)", self.param, ylabel)
 
     def best(self) -> dict:
         return min(self.rows, key=lambda r: r["eval_loss"] if r["eval_loss"] is not None else float("inf"))
