@@ -59,14 +59,14 @@ def cmd_quality(args) -> int:
     from .data import read_jsonl
     from .data.prepare import ensure_prepared
     from .models import load_tokenizer, model_path, resolve_model
-    from .quality import check_quality, token_lengths, write_quality_report
+    from .quality import check_quality, write_quality_report
 
     cfg = load_config(size=args.size)
     data = Path(args.data) if args.data else ensure_prepared(cfg)
     records = read_jsonl(data / f"{args.split}.jsonl")
     tok = load_tokenizer(model_path(resolve_model(cfg.model)))
     rep = check_quality(records, tok, embedding_sample=args.embedding_sample)
-    files = write_quality_report(rep, records, args.out, token_lengths(tok, records))
+    files = write_quality_report(rep, records, args.out, rep.token_counts)
     print(json.dumps(rep.summary(), ensure_ascii=False, indent=1, default=str))
     for k, p in files.items():
         print(f"{k}: {p}")

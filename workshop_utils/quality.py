@@ -294,6 +294,7 @@ class QualityReport:
     embedding: list[NearDuplicate] = field(default_factory=list)
     embedding_model: str | None = None
     removed: list[int] = field(default_factory=list)
+    token_counts: np.ndarray | None = None  # per-record sequence lengths behind `lengths`
 
     def summary(self) -> dict:
         return {"records": self.n, "exact_duplicate_groups": len(self.exact), "near_duplicate_pairs": len(self.near),
@@ -320,7 +321,7 @@ def check_quality(records: list[dict], tokenizer=None, embedding_sample: int = 0
         lengths=length_stats(lengths) if lengths is not None else {},
         truncation=truncation_table(lengths) if lengths is not None else [],
         balance=balance(records), pii=scan_pii(records), embedding=emb, embedding_model=emb_name,
-        removed=sorted(dup_later))
+        removed=sorted(dup_later), token_counts=lengths)
 
 
 def filter_records(records: list[dict], report: QualityReport, mask: bool = True) -> list[dict]:

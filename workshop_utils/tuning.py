@@ -65,7 +65,7 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
             if verbose:
                 print(f"[sweep] {param}={value}: 이미 학습한 실행을 사용 ({reuse[value].run_dir})")
             res.rows.append(_row(param, value, reuse[value]))
-            res.histories[value] = [(h["step"], h["eval_loss"]) for h in reuse[value].log_history if "eval_loss" in h]
+            res.histories[value] = _eval_history(reuse[value])
             continue
         c = copy.deepcopy(cfg)
         _set(c, param, value)
@@ -85,7 +85,7 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
             metrics = ev.metrics["golden_distractors"]["tuned"]
             row.update({"rougeL": metrics["rougeL"], "bleu": metrics["bleu"]})
         res.rows.append(row)
-        res.histories[value] = [(h["step"], h["eval_loss"]) for h in tr.log_history if "eval_loss" in h]
+        res.histories[value] = _eval_history(tr)
         if log_experiments:
             write_experiment_log(c, tr.summary(), metrics, dataset="sweep", name=f"sweep-{param}-{value}",
                                  next_step=f"{param} 외의 설정은 고정; 가장 좋은 값으로 다음 파라미터를 스윕")
@@ -93,8 +93,13 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
     return res
 
 
+def _eval_history(tr) -> list[tuple[int, float]]:
+    """(step, validation loss) of a run, from the Trainer's log history."""
+    return [(h["step"], h["eval_loss"]) for h in tr.log_history if "eval_loss" in h]
+
+
 def _row(param: str, value, tr) -> dict:
-    evals = [h["eval_loss"] for h in tr.log_history if "eval_loss" in h]
+    evals = [loss for _, loss in _eval_history(tr)]
     return {param: value, "eval_loss": tr.eval_loss, "final_train_loss": tr.final_loss, "steps": tr.steps,
             "seconds": tr.seconds, "trainable_params": tr.trainable_params,
             "best_eval_loss": min(evals) if evals else None}
