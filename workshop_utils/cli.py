@@ -75,6 +75,7 @@ def cmd_quality(args) -> int:
 
 def cmd_train(args) -> int:
     from .data.prepare import load_splits
+    from .distributed import is_main_process, main_process_first
     from .models import load_model
     from .pipeline import banner
     from .training import train
@@ -82,8 +83,11 @@ def cmd_train(args) -> int:
     cfg = _cfg(args)
     banner(cfg)
     loaded = load_model(cfg.model)
-    _, res = train(loaded.model, loaded.tokenizer, load_splits(cfg), cfg, resume=args.resume)
-    print(json.dumps(res.summary(), ensure_ascii=False, indent=1))
+    with main_process_first():  # rank 0 prepares the data (if needed) before the others read it
+        splits = load_splits(cfg)
+    _, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=args.resume)
+    if is_main_process():
+        print(json.dumps(res.summary(), ensure_ascii=False, indent=1))
     return 0
 
 
@@ -157,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--out", default=None)
             c.add_argument("--num-examples", type=int, default=None)
         c.set_defaults(fn=fn)
+
+    from . import bench
+
+    c = sub.add_parser("bench", help="학습 레시피 속도·메모리 측정 (GPU; CPU는 작은 모양으로 자체 점검)",
+                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(c)
+    c.set_defaults(fn=bench.run_from_args)
 
     args = p.parse_args(argv)
     if getattr(args, "resume", None) in ("true", "false"):

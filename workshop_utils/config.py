@@ -101,12 +101,22 @@ class TrainSettings:
     save_total_limit: int = _help("보관할 체크포인트 최대 개수", 2)
     optim: str = _help("옵티마이저. paged_adamw_8bit = 8비트 옵티마이저 상태 + 메모리 페이징", "paged_adamw_8bit")
     max_grad_norm: float = _help("그래디언트 클리핑 임계값", 0.3)
-    gradient_checkpointing: str = _help("활성화 체크포인팅: auto(메모리 예산으로 결정) | on | off", "auto")
+    gradient_checkpointing: str = _help(
+        "활성화 체크포인팅: auto(메모리 예산으로 결정, 일부 층만도 가능) | on | off | 층 수(정수, 앞에서부터)", "auto")
     report_to: list = _help("로깅 대상 (tensorboard는 항상, wandb는 설치·설정 시)", ["tensorboard"])
     early_stopping_patience: int = _help("검증 loss가 개선되지 않으면 멈출 평가 횟수 (0이면 끔)", 0)
     eval_max_examples: int = _help("학습 중 검증 loss에 쓸 검증 예제 수 (0이면 전부)", 0)
     completion_only_logits: bool = _help(
         "답변 위치의 logits만 계산 (프롬프트 위치의 lm_head 계산 생략, 손실은 동일)", True)
+    fast_path: str = _help(
+        "GPU 고속 경로(fastpath.py): auto(CUDA에서 켬) | on | off. 아래 각 부품은 따로 끌 수 있음", "auto")
+    padding_free: bool = _help("고속 경로: 패딩 없이 시퀀스를 이어 붙인 배치 (position_ids로 경계 구분)", True)
+    liger_kernels: bool = _help(
+        "고속 경로: Liger 커널 (rope, RMSNorm, SwiGLU, fused linear cross-entropy) -- 설치되어 있고 CUDA일 때", True)
+    memory_mode: str = _help(
+        "고속 경로 메모리 모드: auto | budget(예산 안에서 가장 빠르게) | 16gb(T4급: fp16, sdpa, 전체 체크포인팅)",
+        "auto")
+    memory_budget_gib: float = _help("고속 경로 메모리 예산 GiB (0이면 GPU 메모리의 85%)", 0.0)
     seed: int = _help("학습 난수 시드", 42)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import EXAONE_MODEL_ID, OFFLINE_MODEL_ID, LoraSettings, ModelSettings
+from .distributed import dist_info
 from .env import DeviceChoice, choose_device, has_cuda, hub_reachable, is_offline
 from .paths import cache_dir
 
@@ -196,12 +197,18 @@ def exaone_like_tokenizer(tok):
 
 
 # --- loading ------------------------------------------------------------------------------------------
-def bnb_config(settings: ModelSettings, dtype: torch.dtype):
-    """The seed's BitsAndBytesConfig with the compute dtype chosen for the device."""
+def bnb_config(settings: ModelSettings, dtype: torch.dtype, fsdp: bool = False):
+    """The seed's BitsAndBytesConfig with the compute dtype chosen for the device.
+
+    Under FSDP the packed 4-bit weights are stored in the compute dtype (`bnb_4bit_quant_storage`):
+    FSDP shards only float tensors, and bitsandbytes reads the bytes the same way whatever the
+    storage dtype (the FSDP-QLoRA recipe of bitsandbytes and peft)."""
     from transformers import BitsAndBytesConfig
 
+    extra = {"bnb_4bit_quant_storage": dtype} if fsdp else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=settings.quant_type,
-                              bnb_4bit_use_double_quant=settings.double_quant, bnb_4bit_compute_dtype=dtype)
+                              bnb_4bit_use_double_quant=settings.double_quant, bnb_4bit_compute_dtype=dtype,
+                              **extra)
 
 
 @dataclass
@@ -251,9 +258,10 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
     t0 = time.perf_counter()
     tok = load_tokenizer(path, settings.trust_remote_code)
     kwargs: dict = {"dtype": device.dtype, "trust_remote_code": settings.trust_remote_code}
+    fsdp = dist_info().fsdp
     if settings.load_in_4bit:
-        kwargs["quantization_config"] = bnb_config(settings, device.dtype)
-    if device.device == "cuda":
+        kwargs["quantization_config"] = bnb_config(settings, device.dtype, fsdp=fsdp)
+    if device.device == "cuda" and not fsdp:  # FSDP places (and shards) the weights itself
         kwargs["device_map"] = device_map or _default_device_map()
     attn = pick_attention(settings.attn_implementation, device)
     if attn:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import WorkshopConfig, load_config, size_changes
 from .data.prepare import data_dir, load_corpus, load_splits, prepare
+from .distributed import dist_info, main_process_first
 
 
 def banner(cfg: WorkshopConfig) -> None:
@@ -48,18 +49,35 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
 
     cfg = cfg or load_config()
     t_start = time.perf_counter()
-    banner(cfg)
+    dist = dist_info()
+    if dist.is_main:
+        banner(cfg)
+    if dist.distributed:
+        print(dist.line())
     configure_wandb()
-    # 1. data
-    prep = prepare(cfg.data.raw_paths, data_dir(cfg), cfg.data)
+    # 1. data (rank 0 writes the files first; under accelerate the other ranks then read them)
+    with main_process_first():
+        prep = prepare(cfg.data.raw_paths, data_dir(cfg), cfg.data)
+        # 2. a fresh run: the main job does not resume an older one
+        if dist.is_main and cfg.run_dir.exists():
+            shutil.rmtree(cfg.run_dir)
     s = prep.summary
-    print(f"[prepare] read={s['read']} kept={s['kept']} rejected={s['rejected']} splits={s['splits']} "
-          f"({s['seconds']}s) -> {data_dir(cfg)}")
-    # 2. model + training (a fresh run: the main job does not resume an older one)
+    if dist.is_main:
+        print(f"[prepare] read={s['read']} kept={s['kept']} rejected={s['rejected']} splits={s['splits']} "
+              f"({s['seconds']}s) -> {data_dir(cfg)}")
     loaded = load_model(cfg.model)
-    if cfg.run_dir.exists():
-        shutil.rmtree(cfg.run_dir)
     model, tr = train(loaded.model, loaded.tokenizer, prep.splits, cfg, resume=False)
+    if not dist.is_main:  # evaluation, report and experiment entry happen once, on rank 0
+        return {}
+    if dist.fsdp:  # the trained model is sharded over the ranks: evaluate from the saved adapter
+        from peft import PeftModel
+
+        from .distributed import single_process_env
+
+        del model
+        with single_process_env():
+            loaded = load_model(cfg.model)
+        model = PeftModel.from_pretrained(loaded.model, tr.adapter_dir)
     print(f"[train] {tr.steps} steps, {tr.seconds:.0f}s, final loss {tr.final_loss:.4f} -> {tr.adapter_dir}")
     # 3. evaluation: base = adapter off, tuned = adapter on, same loaded model
     eval_dir = cfg.build_path / "eval"

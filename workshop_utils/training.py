@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from .config import WorkshopConfig
+from .distributed import dist_info
 from .env import DeviceChoice, choose_device
+from .fastpath import fast_completion_loss
 from .models import apply_lora, assert_trainable_4bit, trainable_parameters
 from .prompts import IGNORE_INDEX, CompletionCollator, tokenize_dataset
 from .troubleshoot import (DiagnosisLog, FlatLossCallback, NaNLossCallback, OverfitCallback, oom_message)
@@ -34,6 +36,8 @@ def use_gradient_checkpointing(cfg: WorkshopConfig, device: DeviceChoice) -> tup
         return True, "설정에서 켬"
     if setting in ("off", False):
         return False, "설정에서 끔"
+    if str(setting).isdigit():
+        return int(setting) > 0, "설정에서 층 수 지정 (기본 경로는 전체 층에 적용)"
     if device.device != "cuda":
         return False, "CPU: 메모리가 충분하고 재계산은 시간만 늘리므로 끔"
     from .memory import fits_without_checkpointing
@@ -89,6 +93,9 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
         save_only_model=False,
         disable_tqdm=False,
     )
+    if dist_info().distributed:
+        # every LoRA parameter is used in each forward: no search for unused ones (DDP)
+        kwargs["ddp_find_unused_parameters"] = False
     if t.early_stopping_patience and eval_on:
         kwargs.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     kwargs.update(overrides)
@@ -228,18 +235,35 @@ def _make_completion_trainer():
         accumulation group (num_items_in_batch) and rescale for averaging across processes.
         """
 
+        loss_fn = staticmethod(completion_loss)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, out = completion_loss(model, inputs, num_items_in_batch)
+            loss, out = self.loss_fn(model, inputs, num_items_in_batch)
             if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
                     and num_items_in_batch is not None):
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size()
                                if self.args.n_gpu <= 1 else self.args.n_gpu)
             return (loss, out) if return_outputs else loss
 
-    return CompletionOnlyTrainer
+    class FastPathTrainer(CompletionOnlyTrainer):
+        """The fast path's trainer: padding-free batches, Liger's fused loss when applied (fastpath.py)."""
+
+        loss_fn = staticmethod(fast_completion_loss)
+
+    return CompletionOnlyTrainer, FastPathTrainer
 
 
-CompletionOnlyTrainer = _make_completion_trainer()
+CompletionOnlyTrainer, FastPathTrainer = _make_completion_trainer()
+
+
+def fast_plan_for(model, train_ds, cfg: WorkshopConfig, device: DeviceChoice, budget_gib: float | None = None):
+    """The fast path's plan (fastpath.plan_fast_path) for this model and tokenized training set."""
+    from .fastpath import plan_fast_path, sequence_token_stats
+    from .memory import Shape
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    mean, p90, comp = sequence_token_stats(train_ds)
+    return plan_fast_path(cfg, device, Shape.from_config(base.config), mean, p90, comp, budget_gib)
 
 
 def build_trainer(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig,
@@ -249,34 +273,62 @@ def build_trainer(model, tokenizer, splits: dict[str, list[dict]], cfg: Workshop
 
     Returns (trainer, peft_model, info dict).
     """
-    from transformers import EarlyStoppingCallback, Trainer
-
-    assert_trainable_4bit(model)
-    device = device or choose_device(cfg.model.compute_dtype)
-    gc, gc_reason = use_gradient_checkpointing(cfg, device)
-    if not hasattr(model, "peft_config"):
-        model = apply_lora(model, cfg.lora, gradient_checkpointing=gc)
-    elif gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     train_ds, n_trunc = tokenize_dataset(tokenizer, splits["train"], cfg.model.max_seq_length)
     eval_ds = None
     if splits.get("validation") and cfg.train.eval_steps > 0:
         val = splits["validation"][:cfg.train.eval_max_examples or None]
         eval_ds, m = tokenize_dataset(tokenizer, val, cfg.model.max_seq_length)
         n_trunc += m
+    trainer, model, info = assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg, device, callbacks,
+                                            diagnoses, **arg_overrides)
+    info["truncated"] = n_trunc
+    return trainer, model, info
+
+
+def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, device: DeviceChoice | None = None,
+                     callbacks: list | None = None, diagnoses: DiagnosisLog | None = None, plan=None,
+                     **arg_overrides):
+    """The Trainer for already tokenized datasets: the fast path on CUDA (see fastpath.py), the plain
+    path otherwise. `plan` forces a fastpath.FastPlan (benchmarks); by default it is planned here."""
+    from transformers import EarlyStoppingCallback, Trainer
+
+    from .fastpath import FlatteningCollator, prepare_fast_model
+
+    assert_trainable_4bit(model)
+    device = device or choose_device(cfg.model.compute_dtype)
+    plan = plan or fast_plan_for(model, train_ds, cfg, device)
+    kernels: list[str] = []
+    if plan.enabled:
+        model, kernels = prepare_fast_model(model, plan, cfg.lora)
+        gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
+        collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of) if plan.padding_free
+                    else CompletionCollator(tokenizer.pad_token_id))
+        # checkpointing is already set per layer; the Trainer would switch it on for all layers
+        arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
+                         "gradient_accumulation_steps": plan.grad_accum, **arg_overrides,
+                         "gradient_checkpointing": False}
+        trainer_cls = FastPathTrainer
+    else:
+        gc, gc_reason = use_gradient_checkpointing(cfg, device)
+        if not hasattr(model, "peft_config"):
+            model = apply_lora(model, cfg.lora, gradient_checkpointing=gc)
+        elif gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        collator = CompletionCollator(tokenizer.pad_token_id)
+        arg_overrides = {"gradient_checkpointing": gc, **arg_overrides}
+        trainer_cls = CompletionOnlyTrainer if cfg.train.completion_only_logits else Trainer
     diagnoses = diagnoses if diagnoses is not None else DiagnosisLog()
     cbs = [NaNLossCallback(diagnoses), FlatLossCallback(diagnoses), OverfitCallback(diagnoses)]
     if cfg.train.early_stopping_patience and eval_ds is not None:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     cbs += callbacks or []
-    args = training_arguments(cfg, device, gradient_checkpointing=gc, **arg_overrides)
-    trainer_cls = CompletionOnlyTrainer if cfg.train.completion_only_logits else Trainer
+    args = training_arguments(cfg, device, **arg_overrides)
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=CompletionCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=cbs)
+                          data_collator=collator, processing_class=tokenizer, callbacks=cbs)
     trainable, total = trainable_parameters(model)
-    info = {"gradient_checkpointing": gc, "gradient_checkpointing_reason": gc_reason, "truncated": n_trunc,
-            "trainable_params": trainable, "total_params": total, "diagnoses": diagnoses}
+    info = {"gradient_checkpointing": gc, "gradient_checkpointing_reason": gc_reason, "truncated": 0,
+            "trainable_params": trainable, "total_params": total, "diagnoses": diagnoses,
+            "fast_plan": plan, "liger_kernels": kernels}
     return trainer, model, info
 
 
@@ -288,6 +340,7 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
     True requires one, False starts fresh, or a checkpoint path.
     """
     trainer, model, info = build_trainer(model, tokenizer, splits, cfg, callbacks=callbacks, **arg_overrides)
+    verbose = verbose and trainer.is_world_process_zero()
     run_dir = Path(trainer.args.output_dir)
     ckpt = None
     if resume in ("auto", True):
@@ -299,7 +352,12 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
     if verbose:
         print(f"[train] 학습 파라미터 {info['trainable_params']:,} / 전체 {info['total_params']:,} "
               f"({100 * info['trainable_params'] / max(info['total_params'], 1):.3f}%)")
-        print(f"[train] gradient checkpointing={info['gradient_checkpointing']}: {info['gradient_checkpointing_reason']}")
+        plan = info["fast_plan"]
+        for line in plan.lines():
+            print(line)
+        if not plan.enabled:
+            print(f"[train] gradient checkpointing={info['gradient_checkpointing']}: "
+                  f"{info['gradient_checkpointing_reason']}")
         if info["truncated"]:
             print(f"[train] max_seq_length={cfg.model.max_seq_length}을 넘어 문맥 중간을 자른 예제: {info['truncated']}개")
         if ckpt:
@@ -312,8 +370,10 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
                                        cfg.train.gradient_accumulation_steps, info["gradient_checkpointing"])) from err
     seconds = time.perf_counter() - t0
     adapter_dir = run_dir / "adapter"
+    if trainer.is_fsdp_enabled:  # gather the sharded adapter into one file (peft's FSDP recipe)
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(adapter_dir))  # every rank takes part (FSDP gathers); only rank 0 writes
     if trainer.is_world_process_zero():
-        trainer.save_model(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]

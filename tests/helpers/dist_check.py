@@ -1,0 +1,36 @@
+"""Run by tests/test_distributed.py under `accelerate launch --cpu --num_processes 2` (gloo).
+
+Trains the offline model for two optimizer steps in tiny size with the workshop's own `train`, records
+each rank's LoRA weights after the steps, and lets rank 0 write the adapter (only rank 0 may write).
+"""
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from workshop_utils.config import load_config
+from workshop_utils.data.prepare import load_splits
+from workshop_utils.distributed import dist_info, main_process_first
+from workshop_utils.models import load_model
+from workshop_utils.training import train
+
+out = Path(sys.argv[1])
+resume = len(sys.argv) > 2 and sys.argv[2] == "resume"
+info = dist_info()
+cfg = load_config("tiny", **{"train.max_steps": 3 if resume else 2, "train.eval_steps": 0, "train.save_steps": 1,
+                             "train.output_dir": str(out / "run"), "build_dir": str(out / "build")})
+with main_process_first():
+    splits = load_splits(cfg)
+loaded = load_model(cfg.model, verbose=info.is_main)
+model, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=resume)
+lora = {n: p.detach().float().cpu() for n, p in model.named_parameters() if "lora_" in n}
+digest = hashlib.sha256(b"".join(lora[n].numpy().tobytes() for n in sorted(lora))).hexdigest()
+(out / f"{'resume-' if resume else ''}rank{info.rank}.json").write_text(json.dumps({
+    "rank": info.rank, "world_size": info.world_size,
+    "backend": str(dist.get_backend_config()) if dist.is_initialized() else None, "resumed_from": res.resumed_from,
+    "digest": digest, "lora_b_abs_sum": float(sum(v.abs().sum() for n, v in lora.items() if "lora_B" in n)),
+    "steps": res.steps, "pid": os.getpid()}))

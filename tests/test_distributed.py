@@ -1,0 +1,91 @@
+"""Several processes through torch.distributed (gloo on CPU): the workshop's training runs unchanged.
+
+The slow test launches 2 processes with torch's launcher (the one `accelerate launch` uses for GPUs;
+accelerate's own CPU multi-process mode needs MPI) over tests/helpers/dist_check.py.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workshop_utils.distributed import dist_info, effective_batch, memory_per_gpu, scaling_table
+from workshop_utils.memory import EXAONE_7_8B
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dist_info_reads_launcher_env(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    info = dist_info()
+    assert (info.rank, info.world_size, info.fsdp, info.is_main, info.distributed) == (1, 2, True, False, True)
+    assert "FSDP" in info.line()
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_FSDP"):
+        monkeypatch.delenv(k)
+    assert dist_info().is_main and not dist_info().distributed
+
+
+def test_effective_batch_is_the_seeds_formula():
+    assert effective_batch(4, 4, 2)[0] == 32
+    assert "4 (GPU당 배치) x 4 (누적) x 2 (GPU)" in effective_batch(4, 4, 2)[1]
+
+
+def test_fsdp_shards_weights_ddp_does_not():
+    ddp = memory_per_gpu(EXAONE_7_8B, 4, "ddp")
+    fsdp = memory_per_gpu(EXAONE_7_8B, 4, "fsdp")
+    assert fsdp["weights"] < ddp["weights"] / 2 and fsdp["total"] < ddp["total"]
+    assert memory_per_gpu(EXAONE_7_8B, 1, "fsdp")["total"] == pytest.approx(ddp["total"])
+    rows = scaling_table(EXAONE_7_8B, [1, 2, 4])
+    assert [r["유효 배치"] for r in rows] == [16, 32, 64]
+    assert rows[2]["FSDP-QLoRA GiB/GPU (추정)"] < rows[2]["DDP GiB/GPU (추정)"]
+
+
+def test_accelerate_configs_parse():
+    import yaml
+
+    ddp = yaml.safe_load((ROOT / "configs/accelerate/ddp.yaml").read_text())
+    fsdp = yaml.safe_load((ROOT / "configs/accelerate/fsdp_qlora.yaml").read_text())
+    assert ddp["distributed_type"] == "MULTI_GPU"
+    assert fsdp["distributed_type"] == "FSDP"
+    assert fsdp["fsdp_config"]["fsdp_use_orig_params"] is False
+    assert fsdp["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is True
+
+
+def _launch(out: Path, *extra: str) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", WORKSHOP_KO_TOKENIZER="whitespace")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           str(ROOT / "tests/helpers/dist_check.py"), str(out), *extra]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_path):
+    _launch(tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and "gloo" in r["backend"] for r in ranks)
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # DDP averaged the LoRA gradients
+    assert ranks[0]["lora_b_abs_sum"] > 0  # and the adapter moved away from its zero init
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in (run / "checkpoint-2").glob("rng_state_*.pth")) == ["rng_state_0.pth",
+                                                                                     "rng_state_1.pth"]
+    # resume: both ranks continue from the same checkpoint
+    _launch(tmp_path, "resume")
+    resumed = [json.loads((tmp_path / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["steps"] == 3 and r["resumed_from"].endswith("checkpoint-2") for r in resumed)
+    assert resumed[0]["digest"] == resumed[1]["digest"] != ranks[0]["digest"]
+    # the adapter rank 0 wrote loads onto the base model
+    from peft import PeftModel
+
+    from workshop_utils.config import ModelSettings
+    from workshop_utils.models import load_model
+
+    loaded = load_model(ModelSettings(), verbose=False)
+    model = PeftModel.from_pretrained(loaded.model, str(run / "adapter"))
+    assert any("lora_A" in n for n, _ in model.named_parameters())

@@ -1,0 +1,345 @@
+"""`workshop bench`: tokens/s and peak memory of QLoRA training recipes, in one run on one GPU.
+
+The model is EXAONE-3.0-7.8B-shaped with random weights (no download; `--layers` or `--shape tiny` for
+quick checks), loaded through the same 4-bit path as the real model; the data are synthetic RAFT-length
+sequences (~1,050 tokens on average, answers of 48-192 tokens), the same for every recipe. Every
+recipe trains through the workshop's own Trainer set-up (training.assemble_trainer); tokens/s counts
+non-padding tokens (the Trainer's `num_input_tokens_seen`) over the timed steps, after warm-up steps
+(flex_attention compiles during the first one).
+
+Recipes (ratios are meaningful within one run only: the same recipe moves ~15% between machines):
+  seed     the seed's recipe as written: padded batches 4 x 4, no checkpointing, full logits
+  hf_gc    the usual recipe on <= 24 GB cards: the seed's + gradient checkpointing -- the baseline
+  default  the project's default on this card (fast path, memory budget = 85% of the card)
+  budget8  the fast path under an 8 GiB budget (what it picks on a small card), forced here
+  t4       16 GB mode: fp16, sdpa, every layer checkpointed, fused loss (T4 class), forced here
+"""
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+
+RECIPES = {
+    "seed": "시드 레시피 그대로 (패딩 배치 4x4, 체크포인팅 없음, 전체 logits)",
+    "hf_gc": "HF + gradient checkpointing (24GB 이하 카드의 통상 레시피) = 기준",
+    "default": "이 프로젝트 기본 (고속 경로, 예산 = 카드의 85%)",
+    "budget8": "고속 경로, 메모리 예산 8 GiB (작은 카드에서 고르는 구성)",
+    "t4": "16GB 모드 (T4급: fp16, sdpa, 전체 체크포인팅, fused loss)",
+}
+BASELINE = "hf_gc"
+SHAPES = {
+    "exaone": "random:exaone",
+    "tiny": "random:exaone:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2",
+}
+
+
+def synthetic_raft(n: int, vocab: int, avoid: set[int], mean: int = 1050, sd: int = 280, lo: int = 384,
+                   hi: int = 2048, answer: tuple[int, int] = (48, 192), seed: int = 0) -> list[dict]:
+    """Token sequences with RAFT-like lengths: prompt (instruction + 5 documents + question) masked,
+    answer (+ end of turn) labelled. Token ids avoid the special/pad ids."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        total = int(min(hi, max(lo, rng.gauss(mean, sd))))
+        a = min(rng.randint(*answer), total // 2)
+        ids = []
+        while len(ids) < total:
+            t = rng.randrange(10, vocab)
+            if t not in avoid:
+                ids.append(t)
+        out.append({"input_ids": ids, "labels": [-100] * (total - a) + ids[total - a:]})
+    return out
+
+
+def scaled_tiny_lengths() -> dict:
+    """Short sequences for the CPU self-test of the tiny shape."""
+    return {"mean": 96, "sd": 24, "lo": 48, "hi": 160, "answer": (8, 24)}
+
+
+class StepTimer:
+    """A TrainerCallback timing optimizer steps end to end (data, forward, backward, optimizer),
+    CUDA-synchronized; the timed window runs from the end of step `warmup` to the end of the last
+    step, and the Trainer's non-padding token count is read at the same two points."""
+
+    def __init__(self, warmup: int, end: int):
+        from transformers import TrainerCallback
+
+        self.warmup, self.end = warmup, end
+        self.step_seconds: list[float] = []
+        self.t0 = self.tok0 = self.t1 = self.tok1 = None
+        self._last = 0.0
+        timer = self
+
+        class _CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                _sync()
+                timer._last = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                _sync()
+                now = time.perf_counter()
+                timer.step_seconds.append(now - timer._last)
+                timer._last = now
+                if state.global_step == timer.warmup:
+                    timer.t0, timer.tok0 = now, state.num_input_tokens_seen
+                elif timer.warmup < state.global_step <= timer.end:
+                    timer.t1, timer.tok1 = now, state.num_input_tokens_seen
+
+        self.callback = _CB()
+
+    def tokens_per_second(self) -> float:
+        if self.t0 is None or self.t1 is None or self.t1 <= self.t0:
+            return float("nan")
+        return (self.tok1 - self.tok0) / (self.t1 - self.t0)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention: str = "auto"):
+    """The WorkshopConfig of one recipe (size full: the seed's 4 x 4 batches, LoRA r=16 q/k/v/o)."""
+    from .config import load_config
+
+    cfg = load_config("full")
+    cfg.model.model_id = model_id
+    cfg.model.max_seq_length = 4096
+    t = cfg.train
+    t.max_steps, t.eval_steps, t.logging_steps, t.warmup_steps = steps, 0, 1, 0
+    t.report_to = []
+    if name in ("seed", "hf_gc"):
+        t.fast_path = "off"
+        t.completion_only_logits = False  # the seed's loss: logits over every position
+        t.gradient_checkpointing = "off" if name == "seed" else "on"
+    else:
+        t.fast_path = "on"
+        cfg.model.attn_implementation = attention
+        if name == "budget8":
+            t.memory_budget_gib = 8.0
+        if name == "t4":
+            t.memory_mode = "16gb"
+            cfg.model.compute_dtype = "float16"
+    if not on_cuda:
+        cfg.model.compute_dtype = "float32"
+    return cfg
+
+
+class StepProfiler:
+    """A TrainerCallback that profiles one optimizer step (the one after `after`) with torch.profiler
+    and writes the kernels that took the most GPU time."""
+
+    def __init__(self, after: int, path: Path):
+        from transformers import TrainerCallback
+
+        prof = self
+        self.after, self.path, self.prof = after, path, None
+
+        class _CB(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                from torch.profiler import ProfilerActivity, profile
+
+                if state.global_step == prof.after:
+                    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+                    prof.prof = profile(activities=acts)
+                    prof.prof.__enter__()
+                elif state.global_step == prof.after + 1 and prof.prof is not None:
+                    _sync()
+                    prof.prof.__exit__(None, None, None)
+                    table = prof.prof.key_averages().table(sort_by="self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total", row_limit=30,
+                                                           max_name_column_width=70)
+                    prof.path.write_text(table)
+                    print(table[:6000])
+
+        self.callback = _CB()
+
+
+def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: int, out_dir: Path,
+               cache: dict, profile: bool = False, attention: str = "auto") -> dict:
+    """Load (or reuse) the model, train `warmup + steps` optimizer steps, measure (+1 profiled step)."""
+    from datasets import Dataset
+
+    from .models import load_model
+    from .training import assemble_trainer
+
+    on_cuda = torch.cuda.is_available()
+    cfg = recipe_config(name, model_id, warmup + steps + int(profile), on_cuda, attention)
+    key = (cfg.model.compute_dtype, cfg.train.fast_path)
+    if cache.get("key") != key:  # recipes with the same dtype and path reuse the loaded model
+        cache.clear()
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
+        t0 = time.perf_counter()
+        loaded = load_model(cfg.model, verbose=False)
+        cache.update(key=key, model=loaded.model, tokenizer=loaded.tokenizer, load_s=time.perf_counter() - t0)
+    model, tok = cache["model"], cache["tokenizer"]
+    if on_cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    timer = StepTimer(warmup, warmup + steps)
+    callbacks = [timer.callback]
+    if profile:
+        callbacks.append(StepProfiler(warmup + steps, out_dir / f"profile_{name}.txt").callback)
+    ds = Dataset.from_list(data)
+    row = {"recipe": name, "description": RECIPES[name]}
+    try:
+        trainer, peft_model, info = assemble_trainer(
+            model, tok, ds, None, cfg, callbacks=callbacks, output_dir=str(out_dir / name),
+            save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True,
+            data_seed=0, seed=0)
+        plan = info["fast_plan"]
+        t0 = time.perf_counter()
+        trainer.train()
+        row.update(
+            tokens_per_s=round(timer.tokens_per_second(), 1),
+            first_step_s=round(timer.step_seconds[0], 2) if timer.step_seconds else None,
+            step_s=round(sum(timer.step_seconds[warmup:warmup + steps]) / max(steps, 1), 3),
+            train_s=round(time.perf_counter() - t0, 1),
+            loss_step1=next((h["loss"] for h in trainer.state.log_history if "loss" in h), None),
+            micro_batch=plan.micro_batch if plan.enabled else cfg.train.per_device_train_batch_size,
+            grad_accum=plan.grad_accum if plan.enabled else cfg.train.gradient_accumulation_steps,
+            checkpointing=(plan.checkpointing if plan.enabled else
+                           ("all" if info["gradient_checkpointing"] else "off")),
+            attention=plan.attention if plan.enabled else model.config._attn_implementation,
+            liger=info["liger_kernels"], padding_free=plan.padding_free if plan.enabled else False,
+            dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
+            estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1))
+        # the next recipe on this model starts without this one's adapter
+        cache["model"] = peft_model.unload()
+        del trainer, peft_model
+    except Exception as err:  # noqa: BLE001 - one failing recipe must not lose the others' numbers
+        kind = "OOM" if isinstance(err, torch.OutOfMemoryError) else type(err).__name__
+        row.update(error=f"{kind}: {str(err)[:300]}")
+        import traceback
+
+        traceback.print_exc()
+        cache.clear()
+    if on_cuda:
+        row["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    return row
+
+
+def environment() -> dict:
+    from .env import package_version
+
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
+        env[pkg] = package_version(pkg)
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    else:
+        env["gpu"] = None
+    return env
+
+
+def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: int | None = None,
+              steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
+              seed: int = 0, profile: list[str] | None = None, attention: str = "auto") -> dict:
+    """Run the recipes, print the table, write `out/bench.json` after every recipe."""
+    from .models import load_tokenizer, model_path, parse_random_spec, resolve_model
+
+    on_cuda = torch.cuda.is_available()
+    if not on_cuda and shape == "exaone":
+        print("[bench] CUDA 없음: CPU에서는 작은 모양(--shape tiny)으로 벤치 자체만 점검합니다")
+        shape = "tiny"
+    model_id = SHAPES.get(shape, shape)
+    if layers:
+        model_id = (model_id + ("," if model_id.count(":") == 2 else ":") + f"layers={layers}")
+    recipes = recipes or ([r for r in RECIPES] if on_cuda else ["seed", "hf_gc", "default"])
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"알 수 없는 레시피 {unknown}: {list(RECIPES)}")
+    vocab = parse_random_spec(model_id)["vocab"]
+    lengths = {} if shape != "tiny" else scaled_tiny_lengths()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = seqs_per_step * (warmup + steps)
+    result = {"model": model_id, "env": environment(), "steps": steps, "warmup": warmup,
+              "seqs_per_step": seqs_per_step, "rows": []}
+    # the checkpoint (random weights) is written once; token ids avoid its tokenizer's special ids
+    t0 = time.perf_counter()
+    tok = load_tokenizer(model_path(resolve_model(recipe_config(recipes[0], model_id, 1, on_cuda).model)))
+    print(f"[bench] 체크포인트 준비 {time.perf_counter() - t0:.0f}s")
+    avoid = set(tok.all_special_ids) | {tok.pad_token_id}
+    data = synthetic_raft(n, min(vocab, len(tok)), avoid, seed=seed, **lengths)
+    lens = [len(d["input_ids"]) for d in data]
+    result["data"] = {"sequences": n, "mean_tokens": round(sum(lens) / n, 1), "max_tokens": max(lens)}
+    print(f"[bench] 모델 {model_id}, 합성 RAFT 시퀀스 {n}개 (평균 {result['data']['mean_tokens']} 토큰), "
+          f"스텝당 {seqs_per_step}개, 웜업 {warmup} + 측정 {steps} 스텝")
+    cache: dict = {}
+    start = time.perf_counter()
+    for name in recipes:
+        print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {RECIPES[name]} ...", flush=True)
+        row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []), attention)
+        result["rows"].append(row)
+        _speedups(result["rows"])
+        (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+        print("[bench]   " + json.dumps({k: row.get(k) for k in ("tokens_per_s", "peak_allocated_gib",
+                                                                  "checkpointing", "micro_batch", "error")},
+                                       ensure_ascii=False), flush=True)
+    print(f"[bench] t={time.perf_counter() - start:.0f}s 끝")
+    print(format_table(result))
+    print(f"[bench] JSON: {out_dir / 'bench.json'}")
+    return result
+
+
+def _speedups(rows: list[dict]) -> None:
+    base = next((r.get("tokens_per_s") for r in rows if r["recipe"] == BASELINE), None)
+    for r in rows:
+        tps = r.get("tokens_per_s")
+        r["speedup_vs_hf_gc"] = round(tps / base, 2) if base and tps and tps == tps else None
+
+
+def format_table(result: dict) -> str:
+    head = ("| recipe | tokens/s | vs HF+GC | peak alloc GiB | peak reserved GiB | micro-batch x accum | "
+            "checkpointing | attention | dtype | first step s | loss@1 |")
+    lines = [f"model {result['model']} on {result['env'].get('gpu') or 'CPU'}", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['recipe']} | {r['error']} |")
+            continue
+        lines.append(
+            f"| {r['recipe']} | {r['tokens_per_s']:,.0f} | {r.get('speedup_vs_hf_gc') or '-'} | "
+            f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_reserved_gib', '-')} | "
+            f"{r['micro_batch']} x {r['grad_accum']} | {r['checkpointing']} | {r['attention']} | {r['dtype']} | "
+            f"{r['first_step_s']} | {r['loss_step1']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="workshop bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return run_from_args(ap.parse_args(argv))
+
+
+def add_arguments(ap) -> None:
+    ap.add_argument("--recipes", nargs="*", choices=list(RECIPES), help="측정할 레시피 (기본: 전부, CPU는 3개)")
+    ap.add_argument("--shape", default="exaone", help="exaone (기본, 7.8B 모양) | tiny | random:exaone:... 명세")
+    ap.add_argument("--layers", type=int, default=None, help="층 수만 줄여 빠르게 점검 (예: 4)")
+    ap.add_argument("--steps", type=int, default=4, help="측정 스텝 수")
+    ap.add_argument("--warmup", type=int, default=2, help="웜업 스텝 수 (flex_attention 컴파일 포함)")
+    ap.add_argument("--out", default="build/bench", help="bench.json을 쓸 폴더")
+    ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex_attention"],
+                    help="고속 경로 레시피의 어텐션 (auto: flex_attention이 컴파일되면 flex)")
+    ap.add_argument("--profile", nargs="*", default=[], help="측정 뒤 한 스텝을 torch.profiler로 기록할 레시피")
+
+
+def run_from_args(args) -> int:
+    res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, out=args.out,
+                    profile=args.profile, attention=args.attention)
+    return 0 if all("error" not in r for r in res["rows"]) else 1
+
