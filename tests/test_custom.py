@@ -42,3 +42,25 @@ def test_fitted_schedule_is_valid_for_early_stopping(tmp_path):
     fitted, _ = fit_schedule(cfg, 110)
     args = training_arguments(fitted, choose_device())  # raises if save_steps is not a multiple of eval_steps
     assert args.load_best_model_at_end and args.eval_steps == 5 and args.warmup_steps == 0.1
+
+
+def test_split_leakage_finds_documents_shared_between_splits():
+    from workshop_utils.custom import split_leakage
+
+    splits = {"train": [{"golden_doc_id": "a"}, {"golden_doc_id": "b"}], "validation": [{"golden_doc_id": "b"}],
+              "test": [{"golden_doc_id": "c"}]}
+    assert split_leakage(splits) == ["b"]
+    assert split_leakage({"train": [{"golden_doc_id": "a"}], "test": [{"golden_doc_id": "c"}]}) == []
+
+
+def test_experiment_log_names_the_model_even_without_extra(tmp_path, monkeypatch):
+    from workshop_utils.config import OFFLINE_MODEL_ID, load_config
+    from workshop_utils.tracking import write_experiment_log
+
+    monkeypatch.delenv("WORKSHOP_MODEL", raising=False)
+    cfg = load_config("tiny")
+    text = write_experiment_log(cfg, {"steps": 1}, None, "d", directory=tmp_path, extra={"note": "x"}).read_text()
+    assert "베이스 모델: None" not in text and "- 베이스 모델: " in text
+    if not __import__("torch").cuda.is_available():
+        assert f"- 베이스 모델: {OFFLINE_MODEL_ID}" in text
+    assert "- note: x" in text

@@ -33,6 +33,31 @@ RECIPES = {
     "t4": "16GB 모드 (T4급: fp16, sdpa, 전체 체크포인팅, fused loss)",
 }
 BASELINE = "hf_gc"
+# Run B of docs/benchmarks.md (NVIDIA H200, 2026-11-28, --attention sdpa --steps 3 --warmup 2): shown
+# in notebook 03 next to the estimates. (recipe, tokens/s, peak allocated GiB, micro-batch, accumulation,
+# checkpointed layers of 32, dtype)
+MEASURED_H200 = [("seed", 5833, 72.89, 4, 4, 0, "bf16"), ("hf_gc", 5044, 18.48, 4, 4, 32, "bf16"),
+                 ("default", 8098, 56.64, 8, 2, 0, "bf16"), ("budget8", 3673, 8.09, 2, 8, 31, "bf16"),
+                 ("t4", 3590, 8.85, 2, 8, 32, "fp16")]
+
+
+def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> list[dict]:
+    """The H200 measurements next to fastpath.fast_path_memory's estimate (fast-path rows only: the
+    seed/HF recipes keep fp32 embeddings and full logits, see memory.estimate for those)."""
+    from .fastpath import fast_path_memory, micro_batch_tokens
+    from .memory import EXAONE_7_8B
+
+    base = next(r[1] for r in MEASURED_H200 if r[0] == BASELINE)
+    rows = []
+    for name, tps, peak, mb, acc, ck, dtype in MEASURED_H200:
+        est = None
+        if name not in ("seed", "hf_gc"):
+            est = round(fast_path_memory(EXAONE_7_8B, micro_batch_tokens(mb, mean_tokens, p90_tokens), ck,
+                                         fp16=dtype == "fp16")["total"], 2)
+        rows.append({"레시피": name, "설명": RECIPES[name], "tokens/s": tps, "HF+GC 대비": round(tps / base, 2),
+                     "측정 최대 GiB": peak, "추정 GiB": est, "micro-batch x 누적": f"{mb} x {acc}",
+                     "체크포인팅 층": f"{ck}/32", "dtype": dtype})
+    return rows
 SHAPES = {
     "exaone": "random:exaone",
     "tiny": "random:exaone:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2",

@@ -57,15 +57,27 @@ def data_checklist(prep: PrepareResult, quality_summary: dict, min_size: int = 5
                                f"골든 + 방해 문서 {s['raft']['num_distractors']}개, P={s['raft']['oracle_fraction']}"))
     val_ok = splits["validation"] > 0 and splits["test"] > 0
     total = sum(splits.values()) or 1
-    items.append(ChecklistItem(5, "Train/Validation 분할", val_ok,
+    shared = split_leakage(prep.splits)
+    items.append(ChecklistItem(5, "Train/Validation 분할", val_ok and not shared,
                                f"train {splits['train']} / validation {splits['validation']} / test {splits['test']} "
-                               f"({splits['train'] / total:.0%} 학습), 문서 단위 분할 ({s['split_assignment']})",
-                               "문서 수가 너무 적으면 검증/테스트 세트가 비어 있을 수 있습니다"))
+                               f"({splits['train'] / total:.0%} 학습), 문서 단위 분할 ({s['split_assignment']}), "
+                               f"여러 분할에 걸친 문서 {len(shared)}개",
+                               "문서 수가 너무 적으면 검증/테스트 세트가 비어 있을 수 있습니다. 같은 문서가 학습과 "
+                               "평가에 함께 있으면 점수가 부풀려집니다: 문서 단위로 나누세요"))
     pii = quality_summary.get("pii_hits", 0)
     items.append(ChecklistItem(6, "윤리적·법적 문제 검토", pii == 0 and bool(source_note),
                                f"개인정보 의심 {pii}건, 출처/라이선스 기록: {source_note or '없음'}",
                                "PII를 마스킹(mask_pii)하고 데이터 출처·라이선스를 기록하세요"))
     return items
+
+
+def split_leakage(splits: dict[str, list[dict]]) -> list[str]:
+    """Golden documents that appear in more than one split (train vs validation/test leakage)."""
+    seen: dict[str, set[str]] = {}
+    for name, rows in splits.items():
+        for r in rows:
+            seen.setdefault(r["golden_doc_id"], set()).add(name)
+    return sorted(d for d, names in seen.items() if len(names) > 1)
 
 
 def total_steps(cfg: WorkshopConfig, n_train: int, world_size: int = 1) -> int:

@@ -156,16 +156,25 @@ def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, 
 
 
 # --- memory plan ---------------------------------------------------------------------------------------
+# Calibration against `workshop bench` on an H200 (EXAONE-7.8B shape, docs/benchmarks.md): a layer
+# without checkpointing kept 0.84x the textbook estimate (Liger's SwiGLU/RMSNorm recompute cheap
+# intermediates), and a fully checkpointed step used ~0.6 GiB (bf16) / ~1.9 GiB (fp16 + loss scaling)
+# more than the sum of the parts (allocator blocks, the optimizer's paged buffers, sdpa workspaces).
+ACTIVATION_CALIBRATION = 0.84
+FIXED_OVERHEAD_GIB = {2: 0.6, "fp16": 1.9}
+
+
 def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> float:
     """Activations one decoder layer keeps for backward without checkpointing (q/k/v, attention
     output, norms, MLP gate/up/product, LoRA dropout inputs): ~(12·hidden + 4·intermediate) values per
-    token -- the estimate of memory.activation_bytes_per_token."""
-    return (12 * s.hidden + 4 * s.intermediate) * bytes_per_value * tokens
+    token (memory.activation_bytes_per_token), calibrated on the GPU."""
+    return (12 * s.hidden + 4 * s.intermediate) * bytes_per_value * tokens * ACTIVATION_CALIBRATION
 
 
 def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
                      targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
-                     fused_loss: bool = True, completion_tokens: int = 0, bytes_per_value: int = 2) -> dict:
+                     fused_loss: bool = True, completion_tokens: int = 0, bytes_per_value: int = 2,
+                     fp16: bool = False) -> dict:
     """Estimated peak GiB of one training step of the fast path (NF4 weights, embeddings in 16 bits)."""
     weights = s.linear_params() * nf4_bytes_per_param(True) + s.embedding_params() * bytes_per_value
     lora = s.lora_params(r, list(targets)) * (4 + 4 + 2)
@@ -178,6 +187,7 @@ def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
     logits = (256 * 1024**2 if fused_loss else completion_tokens * s.vocab * (2 + 4 + 4))
     parts = {"weights": weights, "lora+grad+optim": lora, "activations": acts, "working": working, "loss": logits}
     out = {k: v / GIB for k, v in parts.items()}
+    out["overhead"] = FIXED_OVERHEAD_GIB["fp16" if fp16 else 2]
     out["total"] = sum(out.values())
     return out
 
@@ -226,11 +236,13 @@ class FastPlan:
         return d
 
 
-# Rough cost model for choosing (micro-batch, checkpointed layers): recomputing a layer costs about a
-# third of its forward+backward; every micro-batch dequantizes all 4-bit weights (forward, backward,
-# recompute), worth about MICRO_BATCH_OVERHEAD_TOKENS tokens of compute on an H100-class GPU.
-RECOMPUTE_COST = 0.33
-MICRO_BATCH_OVERHEAD_TOKENS = 300
+# Cost model for choosing (micro-batch, checkpointed layers), fitted to `workshop bench` on an H200
+# (docs/benchmarks.md): recomputing every layer adds about half a step (with frozen 4-bit weights the
+# backward is about one forward); every micro-batch costs a fixed ~3,400 tokens' worth of time -- the
+# GPU waits on Python/kernel-launch overhead of 32 layers x (4-bit dequantization, LoRA, norms), which
+# is why micro-batches of 1-2 sequences are slow even without recomputation.
+RECOMPUTE_COST = 0.5
+MICRO_BATCH_OVERHEAD_TOKENS = 3400
 
 
 def micro_batch_tokens(m: int, mean_tokens: int, p90_tokens: int) -> int:
@@ -304,7 +316,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
 
     def est(m, ck):
         return fast_path_memory(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), ck, cfg.lora.r,
-                                tuple(cfg.lora.target_modules), plan.liger, m * completion_tokens)["total"]
+                                tuple(cfg.lora.target_modules), plan.liger, m * completion_tokens,
+                                fp16=device.dtype == torch.float16)["total"]
 
     best = None
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
@@ -379,3 +392,32 @@ def sequence_token_stats(dataset) -> tuple[int, int, int]:
     comp = [sum(1 for v in lab if v != IGNORE_INDEX) for lab in dataset["labels"]]
     p90 = lens[min(len(lens) - 1, math.ceil(0.9 * len(lens)) - 1)]
     return int(sum(lens) / len(lens)), int(p90), int(sum(comp) / max(len(comp), 1))
+
+
+# GPUs a participant may have: (name, GiB, bf16 support)
+TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 39.4, True),
+                ("RTX 4090 / L4 (24GB)", 23.6, True), ("T4 (16GB, Colab)", 14.7, False)]
+
+
+def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
+               completion_tokens: int = 120) -> list[dict]:
+    """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
+    (a planning table: flex_attention is not probed here)."""
+    import copy
+
+    from .env import DeviceChoice
+    from .memory import EXAONE_7_8B
+
+    shape = shape or EXAONE_7_8B
+    rows = []
+    for name, vram, bf16 in TYPICAL_GPUS:
+        c = copy.deepcopy(cfg)
+        c.train.fast_path = "on"
+        if c.model.attn_implementation == "auto":
+            c.model.attn_implementation = "sdpa"
+        dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens)
+        rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
+                     "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
+                     "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
+    return rows

@@ -84,7 +84,7 @@ def write_experiment_log(cfg, train_summary: dict, metrics: dict | None, dataset
         f"## 실험 #{n:03d}",
         f"- 날짜: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- 데이터셋: {dataset}",
-        f"- 베이스 모델: {extra.get('model') if extra else cfg.model.model_id}",
+        f"- 베이스 모델: {base_model_name(cfg, extra)}",
         "- LoRA 설정:",
         f"  * r={lo.r}, alpha={lo.lora_alpha}, dropout={lo.lora_dropout}",
         f"  * target: {', '.join(lo.target_modules)}",
@@ -107,10 +107,21 @@ def write_experiment_log(cfg, train_summary: dict, metrics: dict | None, dataset
         "- 패키지: " + ", ".join(f"{k}=={v}" for k, v in versions().items()),
     ]
     for k, v in (extra or {}).items():
-        lines.append(f"- {k}: {v}")
+        if k != "model":
+            lines.append(f"- {k}: {v}")
     path = directory / f"{n:03d}-{slug}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def base_model_name(cfg, extra: dict | None = None) -> str:
+    """The model a run trained: given in `extra`, else what cfg resolves to (e.g. 'auto' -> EXAONE or
+    the offline model)."""
+    if extra and extra.get("model"):
+        return str(extra["model"])
+    from .models import resolve_model
+
+    return resolve_model(cfg.model).model_id
 
 
 def auto_observation(train_summary: dict) -> str:

@@ -35,12 +35,14 @@ class SweepResult:
 
 def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[dict]], evaluate: bool = True,
           early_stopping_patience: int = 0, log_experiments: bool = True, verbose: bool = True,
-          reuse: dict | None = None) -> SweepResult:
+          reuse: dict | None = None, corpus: list[dict] | None = None) -> SweepResult:
     """Train once per value of `param` (dotted, e.g. "lora.r" or "train.num_train_epochs") from a fresh
     base model, everything else fixed; collect validation loss and (optionally) test metrics.
 
     `reuse` maps cfg's own value of `param` to the TrainResult of a run already trained with cfg (the
-    baseline), which then is one point of the sweep without training it again (validation loss only)."""
+    baseline), which then is one point of the sweep without training it again (validation loss only).
+    `corpus`: the documents of `splits` (`PrepareResult.corpus.records()`, e.g. custom data); by default
+    the corpus of cfg's prepared data."""
     from .evaluation import build_eval_sets, evaluate_models, select_test
     from .models import load_model
     from .data.prepare import load_corpus
@@ -59,7 +61,8 @@ def sweep(param: str, values: list, cfg: WorkshopConfig, splits: dict[str, list[
     eval_sets = None
     if evaluate:
         test = select_test(splits["test"], cfg.eval.num_examples)
-        eval_sets = {"golden_distractors": build_eval_sets(test, load_corpus(cfg), cfg, ["golden_distractors"])["golden_distractors"]}
+        eval_sets = {"golden_distractors": build_eval_sets(test, corpus if corpus is not None else load_corpus(cfg), cfg,
+                                                             ["golden_distractors"])["golden_distractors"]}
     for value in values:
         if value in reuse:
             if verbose:

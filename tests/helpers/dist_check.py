@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under `accelerate launch --cpu --num_processes 2` (gloo).
 
-Trains the offline model for two optimizer steps in tiny size with the workshop's own `train`, records
-each rank's LoRA weights after the steps, and lets rank 0 write the adapter (only rank 0 may write).
+Trains the offline model in tiny size with the workshop's own `train` for a 3-step run that is
+interrupted after step 2 (or, with "resume", continues it from the last checkpoint), records each
+rank's LoRA weights, and lets rank 0 write the adapter (only rank 0 may write).
 """
 import hashlib
 import json
@@ -9,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
+from transformers import TrainerCallback
 
 from workshop_utils.config import load_config
 from workshop_utils.data.prepare import load_splits
@@ -21,12 +22,23 @@ from workshop_utils.training import train
 out = Path(sys.argv[1])
 resume = len(sys.argv) > 2 and sys.argv[2] == "resume"
 info = dist_info()
-cfg = load_config("tiny", **{"train.max_steps": 3 if resume else 2, "train.eval_steps": 0, "train.save_steps": 1,
+cfg = load_config("tiny", **{"train.max_steps": 3, "train.eval_steps": 0, "train.save_steps": 1,
                              "train.output_dir": str(out / "run"), "build_dir": str(out / "build")})
 with main_process_first():
     splits = load_splits(cfg)
 loaded = load_model(cfg.model, verbose=info.is_main)
-model, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=resume)
+
+
+class Interrupt(TrainerCallback):
+    """Stop after step 2, as if the job had been killed there (its checkpoint is written first)."""
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 2:
+            control.should_training_stop = True
+
+
+model, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=resume,
+                   callbacks=None if resume else [Interrupt()])
 lora = {n: p.detach().float().cpu() for n, p in model.named_parameters() if "lora_" in n}
 digest = hashlib.sha256(b"".join(lora[n].numpy().tobytes() for n in sorted(lora))).hexdigest()
 (out / f"{'resume-' if resume else ''}rank{info.rank}.json").write_text(json.dumps({

@@ -62,8 +62,7 @@ def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: Data
     report.write_rejects(out / "rejects.jsonl")
     for name in SPLIT_FILES:
         _write_jsonl(out / f"{name}.jsonl", splits[name])
-    _write_jsonl(out / "corpus.jsonl", [{"doc_id": k, "topic": corpus.topics[k], "title": corpus.titles[k],
-                                         "text": corpus.texts[k]} for k in corpus.ids])
+    _write_jsonl(out / "corpus.jsonl", corpus.records())
     if save_dataset and records:
         _save_dataset_dict(splits, out / "dataset")
     summary = {

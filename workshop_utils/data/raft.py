@@ -72,6 +72,11 @@ class Corpus:
     def ids(self) -> list[str]:
         return list(self.texts)
 
+    def records(self) -> list[dict]:
+        """One dict per document (doc_id, topic, title, text): corpus.jsonl's rows."""
+        return [{"doc_id": k, "topic": self.topics[k], "title": self.titles[k], "text": self.texts[k]}
+                for k in self.ids]
+
     @classmethod
     def from_records(cls, records: list[dict]) -> "Corpus":
         c = cls()
