@@ -271,6 +271,7 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
               steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
               seed: int = 0, profile: list[str] | None = None, attention: str = "auto") -> dict:
     """Run the recipes, print the table, write `out/bench.json` after every recipe."""
+    from .distributed import dist_info, is_main_process
     from .models import load_tokenizer, model_path, parse_random_spec, resolve_model
 
     on_cuda = torch.cuda.is_available()
@@ -290,7 +291,7 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     out_dir.mkdir(parents=True, exist_ok=True)
     n = seqs_per_step * (warmup + steps)
     result = {"model": model_id, "env": environment(), "steps": steps, "warmup": warmup,
-              "seqs_per_step": seqs_per_step, "rows": []}
+              "seqs_per_step": seqs_per_step, "processes": dist_info().world_size, "rows": []}
     # the checkpoint (random weights) is written once; token ids avoid its tokenizer's special ids
     t0 = time.perf_counter()
     tok = load_tokenizer(model_path(resolve_model(recipe_config(recipes[0], model_id, 1, on_cuda).model)))
@@ -308,7 +309,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []), attention)
         result["rows"].append(row)
         _speedups(result["rows"])
-        (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+        if is_main_process():  # under accelerate launch every rank measures, rank 0 writes
+            (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
         print("[bench]   " + json.dumps({k: row.get(k) for k in ("tokens_per_s", "peak_allocated_gib",
                                                                   "checkpointing", "micro_batch", "error")},
                                        ensure_ascii=False), flush=True)
