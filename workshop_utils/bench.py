@@ -361,7 +361,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--warmup", type=int, default=2, help="웜업 스텝 수 (flex_attention 컴파일 포함)")
     ap.add_argument("--out", default="build/bench", help="bench.json을 쓸 폴더")
     ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex_attention"],
-                    help="고속 경로 레시피의 어텐션 (auto: flex_attention이 컴파일되면 flex)")
+                    help="고속 경로 레시피의 어텐션 (auto = 라이브러리 기본: sdpa; flex_attention은 명시할 때만)")
     ap.add_argument("--profile", nargs="*", default=[], help="측정 뒤 한 스텝을 torch.profiler로 기록할 레시피")
 
 

@@ -13,8 +13,10 @@ What the seed's recipe does on a GPU, and what the fast path changes (each part 
 - eager rope / RMSNorm / SwiGLU -> Liger's Triton kernels, applied to the model instance
   (`apply_liger_kernel_to_llama(model=...)`): Liger picks kernels by `model_type` and does not know
   'exaone', but transformers 5 runs EXAONE with the Llama classes, so the Llama kernels fit.
-- sdpa with a padded mask -> flex_attention with a block-sparse mask of the packed sequences where it
-  compiles (compiled once per process, ~1-2 minutes on the first step), sdpa otherwise.
+- attention: sdpa over the packed sequences (transformers builds the block-diagonal mask from the
+  position ids). flex_attention (block-sparse) is opt-in via `model.attn_implementation`, used only
+  where it compiles: each new packed length recompiles it, and on an H200 its warm-up did not finish
+  in 10 minutes (docs/benchmarks.md).
 - gradient checkpointing on or off -> decided from the memory budget: off when the card has room, on
   when it does not, and in between only the first N layers recompute their activations.
 - peft's fp32 upcast of embeddings and lm_head (+1.7 GB for EXAONE) -> kept in the compute dtype.
@@ -297,8 +299,17 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         plan.attention = "sdpa"
         r["attention"] = "16gb 모드: sdpa (T4는 flex_attention 미지원)" if mode == "16gb" else "패딩 배치: sdpa"
     else:
-        ok, why = flex_attention_compiles(device.dtype) if on_cuda else (False, "CUDA 없음: sdpa")
-        plan.attention, r["attention"] = ("flex_attention" if ok else "sdpa"), why
+        # flex_attention is opt-in (model.attn_implementation="flex_attention"; it is then probed
+        # with flex_attention_compiles): with padding-free batches every new row length recompiles
+        # it, and on an H200 the flex recipe did not get through its warm-up steps in 10 minutes.
+        plan.attention = "sdpa"
+        r["attention"] = ("sdpa (flex_attention은 설정으로 켬: 패딩 없는 배치는 길이마다 다시 컴파일되어 "
+                          "첫 스텝들이 수 분 걸림)")
+    if plan.attention == "flex_attention" and on_cuda:
+        ok, why = flex_attention_compiles(device.dtype)
+        if not ok:
+            plan.attention = "sdpa"
+        r["attention"] = why
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
