@@ -89,3 +89,18 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     loaded = load_model(ModelSettings(), verbose=False)
     model = PeftModel.from_pretrained(loaded.model, str(run / "adapter"))
     assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_fsdp_launch_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
+    import torch
+
+    from workshop_utils.config import ModelSettings
+    from workshop_utils.distributed import single_process_env
+    from workshop_utils.models import bnb_config
+
+    assert bnb_config(ModelSettings(), torch.bfloat16, fsdp=True).bnb_4bit_quant_storage == torch.bfloat16
+    assert bnb_config(ModelSettings(), torch.bfloat16).bnb_4bit_quant_storage == torch.uint8
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with single_process_env():  # rank 0's evaluation after an FSDP run loads an ordinary model
+        assert not dist_info().fsdp
+    assert dist_info().fsdp
