@@ -285,7 +285,6 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
                  else "메모리 예산 안에서 가장 빠른 구성")
     plan.padding_free = bool(t.padding_free)
     r["padding_free"] = "패딩 없는 배치 (RAFT 길이 편차만큼 계산 절약)" if plan.padding_free else "설정에서 끔"
-    plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and on_cuda) else 1
     if t.liger_kernels and on_cuda and liger_available():
         plan.liger = True
         r["liger"] = "rope·RMSNorm·SwiGLU·fused linear CE (logits를 만들지 않음)"
@@ -310,6 +309,9 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         if not ok:
             plan.attention = "sdpa"
         r["attention"] = why
+    # a filler sequence only helps the compiled flex_attention (fewer distinct shapes); sdpa would
+    # just compute it
+    plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and plan.attention == "flex_attention") else 1
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
