@@ -177,8 +177,8 @@ class StepProfiler:
                 elif state.global_step == prof.after + 1 and prof.prof is not None:
                     _sync()
                     prof.prof.__exit__(None, None, None)
-                    table = prof.prof.key_averages().table(sort_by="self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total", row_limit=30,
-                                                           max_name_column_width=70)
+                    key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+                    table = prof.prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
                     prof.path.write_text(table)
                     print(table[:6000])
 
