@@ -41,7 +41,7 @@ class DistInfo:
     def line(self) -> str:
         if not self.distributed:
             return "[dist] 단일 프로세스"
-        kind = "FSDP-QLoRA (가중치 샤딩)" if self.fsdp else "DDP (GPU마다 모델 한 벌, LoRA 그래디언트만 동기화)"
+        kind = "FSDP-QLoRA (가중치 샤딩)" if self.fsdp else "DDP (프로세스(GPU)마다 모델 한 벌, LoRA 그래디언트만 동기화)"
         return f"[dist] {kind}: 프로세스 {self.rank}/{self.world_size} (local_rank {self.local_rank})"
 
 
