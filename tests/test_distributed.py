@@ -57,8 +57,11 @@ def test_accelerate_configs_parse():
 
 
 def _launch(out: Path, *extra: str) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", WORKSHOP_KO_TOKENIZER="whitespace")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    # loopback only: gloo otherwise picks the interface the host name resolves to, which sandboxes may lack
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", WORKSHOP_KO_TOKENIZER="whitespace",
+               GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", "29561",
            str(ROOT / "tests/helpers/dist_check.py"), str(out), *extra]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
