@@ -5,7 +5,7 @@ quick checks), loaded through the same 4-bit path as the real model; the data ar
 sequences (~1,050 tokens on average, answers of 48-192 tokens), the same for every recipe. Every
 recipe trains through the workshop's own Trainer set-up (training.assemble_trainer); tokens/s counts
 non-padding tokens (the Trainer's `num_input_tokens_seen`) over the timed steps, after warm-up steps
-(flex_attention compiles during the first one).
+(with `--attention flex_attention`, it compiles during them).
 
 Recipes (ratios are meaningful within one run only: the same recipe moves ~15% between machines):
   seed     the seed's recipe as written: padded batches 4 x 4, no checkpointing, full logits
@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from .prompts import IGNORE_INDEX
 
 RECIPES = {
     "seed": "시드 레시피 그대로 (패딩 배치 4x4, 체크포인팅 없음, 전체 logits)",
@@ -58,6 +60,8 @@ def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> lis
                      "측정 최대 GiB": peak, "추정 GiB": est, "micro-batch x 누적": f"{mb} x {acc}",
                      "체크포인팅 층": f"{ck}/32", "dtype": dtype})
     return rows
+
+
 SHAPES = {
     "exaone": "random:exaone",
     "tiny": "random:exaone:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2",
@@ -78,7 +82,7 @@ def synthetic_raft(n: int, vocab: int, avoid: set[int], mean: int = 1050, sd: in
             t = rng.randrange(10, vocab)
             if t not in avoid:
                 ids.append(t)
-        out.append({"input_ids": ids, "labels": [-100] * (total - a) + ids[total - a:]})
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (total - a) + ids[total - a:]})
     return out
 
 

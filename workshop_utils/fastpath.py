@@ -30,11 +30,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
-from .memory import GIB, Shape, nf4_bytes_per_param
+from .memory import GIB, Shape, estimate, layer_activation_bytes_per_token
 from .prompts import IGNORE_INDEX
 
 PAD_MULTIPLE = 128
@@ -74,6 +74,14 @@ class FlatteningCollator:
 
 
 # --- Liger kernels ---------------------------------------------------------------------------------------
+LIGER_KERNELS = ["rope", "rms_norm", "swiglu", "fused_linear_cross_entropy"]
+
+
+def base_model(model):
+    """The causal LM itself: under a PeftModel its base model, else the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
@@ -89,7 +97,7 @@ def apply_liger(model) -> list[str]:
     """
     from liger_kernel.transformers import apply_liger_kernel_to_llama
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     if base.config.model_type not in ("llama", "exaone"):
         raise ValueError(f"Liger Llama 커널은 Llama 계열 전용입니다 (model_type={base.config.model_type})")
     if not hasattr(base.config, "pretraining_tp"):  # a Llama-only field that Liger's forward reads
@@ -97,12 +105,11 @@ def apply_liger(model) -> list[str]:
     apply_liger_kernel_to_llama(model=base, rope=True, rms_norm=True, swiglu=True,
                                 fused_linear_cross_entropy=True, cross_entropy=False)
     base._workshop_liger = True
-    return ["rope", "rms_norm", "swiglu", "fused_linear_cross_entropy"]
+    return list(LIGER_KERNELS)
 
 
 def uses_liger_loss(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "_workshop_liger", False))
+    return bool(getattr(base_model(model), "_workshop_liger", False))
 
 
 # --- the loss ------------------------------------------------------------------------------------------
@@ -168,9 +175,9 @@ FIXED_OVERHEAD_GIB = {2: 0.6, "fp16": 1.9}
 
 def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> float:
     """Activations one decoder layer keeps for backward without checkpointing (q/k/v, attention
-    output, norms, MLP gate/up/product, LoRA dropout inputs): ~(12·hidden + 4·intermediate) values per
-    token (memory.activation_bytes_per_token), calibrated on the GPU."""
-    return (12 * s.hidden + 4 * s.intermediate) * bytes_per_value * tokens * ACTIVATION_CALIBRATION
+    output, norms, MLP gate/up/product, LoRA dropout inputs): memory.layer_activation_bytes_per_token,
+    calibrated on the GPU."""
+    return layer_activation_bytes_per_token(s, bytes_per_value) * tokens * ACTIVATION_CALIBRATION
 
 
 def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
@@ -178,8 +185,8 @@ def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
                      fused_loss: bool = True, completion_tokens: int = 0, bytes_per_value: int = 2,
                      fp16: bool = False) -> dict:
     """Estimated peak GiB of one training step of the fast path (NF4 weights, embeddings in 16 bits)."""
-    weights = s.linear_params() * nf4_bytes_per_param(True) + s.embedding_params() * bytes_per_value
-    lora = s.lora_params(r, list(targets)) * (4 + 4 + 2)
+    # weights and LoRA state as memory.estimate counts them (no fp32 upcast, 8-bit optimizer)
+    fixed = estimate(s, 0, r, targets, fused_loss=True, upcast_embeddings=False)
     full = layer_activation_bytes(s, tokens, bytes_per_value)
     kept = s.hidden * bytes_per_value * tokens
     ck = min(max(checkpoint_layers, 0), s.layers)
@@ -187,8 +194,9 @@ def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
     # backward holds one layer's activation gradients; a checkpointed layer also its recomputation
     working = full * (2 if ck else 1)
     logits = (256 * 1024**2 if fused_loss else completion_tokens * s.vocab * (2 + 4 + 4))
-    parts = {"weights": weights, "lora+grad+optim": lora, "activations": acts, "working": working, "loss": logits}
-    out = {k: v / GIB for k, v in parts.items()}
+    parts = {"activations": acts, "working": working, "loss": logits}
+    out = {"weights": fixed["weights"], "lora+grad+optim": fixed["lora+grad+optim"],
+           **{k: v / GIB for k, v in parts.items()}}
     out["overhead"] = FIXED_OVERHEAD_GIB["fp16" if fp16 else 2]
     out["total"] = sum(out.values())
     return out
@@ -232,11 +240,6 @@ class FastPlan:
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
         return out
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["checkpointing"] = self.checkpointing
-        return d
-
 
 # Cost model for choosing (micro-batch, checkpointed layers), fitted to `workshop bench` on an H200
 # (docs/benchmarks.md): recomputing every layer adds about half a step (with frozen 4-bit weights the
@@ -257,6 +260,23 @@ def step_cost(m: int, ck: int, layers: int, mean_tokens: int) -> float:
     return 1 + RECOMPUTE_COST * ck / layers + MICRO_BATCH_OVERHEAD_TOKENS / (m * max(mean_tokens, 1))
 
 
+def fixed_checkpoint_layers(setting, layers: int) -> int | None:
+    """`train.gradient_checkpointing` as a layer count: on/true = all, off/false = 0, N = the first N
+    layers (capped), auto = None (decided from the memory budget)."""
+    s = str(setting).lower()
+    n = {"on": layers, "true": layers, "off": 0, "false": 0}.get(s)
+    return min(int(s), layers) if n is None and s.isdigit() else n
+
+
+def fast_path_off_reason(cfg, device) -> str | None:
+    """Why the fast path is off for this config and device (None = it is on)."""
+    if cfg.train.fast_path == "off":
+        return "설정에서 끔"
+    if cfg.train.fast_path == "auto" and device.device != "cuda":
+        return "CUDA가 아님 (CPU는 작은 모델: 기본 경로)"
+    return None
+
+
 def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int | None = None,
                    completion_tokens: int = 0, budget_gib: float | None = None) -> FastPlan:
     """Decide the fast path's parts for this run.
@@ -270,9 +290,9 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     t = cfg.train
     p90_tokens = p90_tokens or mean_tokens
     on_cuda = device.device == "cuda"
-    if t.fast_path == "off" or (t.fast_path == "auto" and not on_cuda):
-        why = "설정에서 끔" if t.fast_path == "off" else "CUDA가 아님 (CPU는 작은 모델: 기본 경로)"
-        return FastPlan(False, reasons={"fast_path": why})
+    off = fast_path_off_reason(cfg, device)
+    if off:
+        return FastPlan(False, reasons={"fast_path": off})
     plan = FastPlan(True, num_layers=shape.layers, upcast_non_4bit=False)
     r = plan.reasons
     mode = t.memory_mode
@@ -320,10 +340,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
             # a 16 GB card (15 GiB usable) also holds the CUDA context, allocator slack and evaluation
             budget_gib = min(budget_gib, SIXTEEN_GB_BUDGET_GIB)
     plan.budget_gib = budget_gib
-    setting = str(t.gradient_checkpointing).lower()
-    fixed_ck = {"on": shape.layers, "true": shape.layers, "off": 0, "false": 0}.get(setting)
-    if fixed_ck is None and setting.isdigit():
-        fixed_ck = min(int(setting), shape.layers)
+    fixed_ck = fixed_checkpoint_layers(t.gradient_checkpointing, shape.layers)
     if mode == "16gb" and fixed_ck is None:
         fixed_ck = shape.layers
 
@@ -367,7 +384,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
 # --- applying the plan ---------------------------------------------------------------------------------
 def set_checkpointing(model, layers: int) -> int:
     """Gradient checkpointing for the first `layers` decoder layers only (0 = off). Returns the count."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     blocks = [m for m in base.modules() if hasattr(m, "gradient_checkpointing") and hasattr(m, "self_attn")]
     if layers <= 0:
         if getattr(base, "is_gradient_checkpointing", False):
@@ -391,8 +408,7 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings) -> tuple[object, li
         base.set_attn_implementation(plan.attention)
     kernels = []
     if plan.liger:
-        kernels = (["rope", "rms_norm", "swiglu", "fused_linear_cross_entropy"] if uses_liger_loss(model)
-                   else apply_liger(model))
+        kernels = list(LIGER_KERNELS) if uses_liger_loss(model) else apply_liger(model)
     set_checkpointing(model, plan.checkpoint_layers)
     if plan.checkpoint_layers:
         base.enable_input_require_grads()
@@ -414,8 +430,7 @@ TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 
 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
                completion_tokens: int = 120) -> list[dict]:
-    """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
-    (a planning table: flex_attention is not probed here)."""
+    """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences."""
     import copy
 
     from .env import DeviceChoice
@@ -426,8 +441,6 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
     for name, vram, bf16 in TYPICAL_GPUS:
         c = copy.deepcopy(cfg)
         c.train.fast_path = "on"
-        if c.model.attn_implementation == "auto":
-            c.model.attn_implementation = "sdpa"
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
         p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens)
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",

@@ -73,14 +73,20 @@ def nf4_bytes_per_param(double_quant: bool = True, blocksize: int = 64) -> float
     return (4 + absmax_bits) / 8
 
 
+def layer_activation_bytes_per_token(s: Shape, bytes_per_value: int = 2) -> float:
+    """What one decoder layer keeps for backward per token without checkpointing: ~12·hidden +
+    4·intermediate values (norm in/out, q/k/v, rotary outputs, attention output, MLP
+    gate/up/act/product, LoRA dropout inputs)."""
+    return (12 * s.hidden + 4 * s.intermediate) * bytes_per_value
+
+
 def activation_bytes_per_token(s: Shape, checkpointing: bool, bytes_per_value: int = 2) -> float:
     """Saved activations per token for backward (flash/sdpa attention: no seq² term).
 
-    Without checkpointing each layer keeps ~12·hidden + 4·intermediate values (norm in/out, q/k/v,
-    rotary outputs, attention output, MLP gate/up/act/product, LoRA dropout inputs). With it, only
-    each layer's input is kept, plus one layer's activations while it is recomputed.
+    Without checkpointing every layer keeps `layer_activation_bytes_per_token`. With it, only each
+    layer's input is kept, plus one layer's activations while it is recomputed.
     """
-    per_layer = (12 * s.hidden + 4 * s.intermediate) * bytes_per_value
+    per_layer = layer_activation_bytes_per_token(s, bytes_per_value)
     if checkpointing:
         return s.layers * s.hidden * bytes_per_value + per_layer
     return s.layers * per_layer

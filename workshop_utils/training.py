@@ -22,7 +22,7 @@ import torch
 from .config import WorkshopConfig
 from .distributed import dist_info
 from .env import DeviceChoice, choose_device
-from .fastpath import fast_completion_loss
+from .fastpath import base_model, fast_completion_loss, fixed_checkpoint_layers
 from .models import apply_lora, assert_trainable_4bit, trainable_parameters
 from .prompts import IGNORE_INDEX, CompletionCollator, tokenize_dataset
 from .troubleshoot import (DiagnosisLog, FlatLossCallback, NaNLossCallback, OverfitCallback, oom_message)
@@ -32,12 +32,11 @@ def use_gradient_checkpointing(cfg: WorkshopConfig, device: DeviceChoice) -> tup
     """'auto': off on CPU (small model, recomputation only costs time); on GPU from the memory
     budget -- on when the estimated peak without it does not fit the card."""
     setting = cfg.train.gradient_checkpointing
-    if setting in ("on", True):
-        return True, "설정에서 켬"
-    if setting in ("off", False):
-        return False, "설정에서 끔"
-    if str(setting).isdigit():
-        return int(setting) > 0, "설정에서 층 수 지정 (기본 경로는 전체 층에 적용)"
+    fixed = fixed_checkpoint_layers(setting, 1)
+    if fixed is not None:
+        if str(setting).isdigit():
+            return fixed > 0, "설정에서 층 수 지정 (기본 경로는 전체 층에 적용)"
+        return bool(fixed), "설정에서 켬" if fixed else "설정에서 끔"
     if device.device != "cuda":
         return False, "CPU: 메모리가 충분하고 재계산은 시간만 늘리므로 끔"
     from .memory import fits_without_checkpointing
@@ -257,13 +256,16 @@ CompletionOnlyTrainer, FastPathTrainer = _make_completion_trainer()
 
 
 def fast_plan_for(model, train_ds, cfg: WorkshopConfig, device: DeviceChoice, budget_gib: float | None = None):
-    """The fast path's plan (fastpath.plan_fast_path) for this model and tokenized training set."""
-    from .fastpath import plan_fast_path, sequence_token_stats
+    """The fast path's plan (fastpath.plan_fast_path) for this model and tokenized training set
+    (the token statistics are only computed when the fast path is on)."""
+    from .fastpath import FastPlan, fast_path_off_reason, plan_fast_path, sequence_token_stats
     from .memory import Shape
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    off = fast_path_off_reason(cfg, device)
+    if off:
+        return FastPlan(False, reasons={"fast_path": off})
     mean, p90, comp = sequence_token_stats(train_ds)
-    return plan_fast_path(cfg, device, Shape.from_config(base.config), mean, p90, comp, budget_gib)
+    return plan_fast_path(cfg, device, Shape.from_config(base_model(model).config), mean, p90, comp, budget_gib)
 
 
 def build_trainer(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig,
