@@ -7,8 +7,9 @@ import torch
 
 from workshop_utils.config import LoraSettings, ModelSettings, load_config
 from workshop_utils.env import DeviceChoice
-from workshop_utils.fastpath import (FastPlan, FlatteningCollator, fast_completion_loss, fast_path_memory,
-                                     plan_fast_path, prepare_fast_model, set_checkpointing)
+from workshop_utils import fastpath
+from workshop_utils.fastpath import (VARLEN_ATTENTION, FastPlan, FlatteningCollator, fast_completion_loss,
+                                     fast_path_memory, plan_fast_path, prepare_fast_model, set_checkpointing)
 from workshop_utils.memory import EXAONE_7_8B
 from workshop_utils.prompts import IGNORE_INDEX, CompletionCollator
 
@@ -33,6 +34,68 @@ def test_flattening_collator_concatenates_and_restarts_positions():
     labels = batch["labels"][0]
     assert (labels != IGNORE_INDEX).sum() == 5 + 9 + 4 and (labels[81:] == IGNORE_INDEX).all()
     assert batch["input_ids"][0, 81:].eq(0).all()
+
+
+def test_flattening_collator_gives_varlen_boundaries_and_names_bad_examples():
+    batch = FlatteningCollator(pad_token_id=0, seq_lens=True)(features())
+    assert batch["cu_seq_lens_q"].tolist() == [0, 23, 64, 81] and batch["cu_seq_lens_q"].dtype == torch.int32
+    assert batch["max_length_q"] == 41
+    bad = features()
+    bad[1]["labels"] = bad[1]["labels"][:-1]
+    with pytest.raises(ValueError, match="example 1: input_ids has 41 tokens, labels 40"):
+        FlatteningCollator(pad_token_id=0)(bad)
+
+
+def _qkv(hq=8, hkv=2, t=60, d=16):
+    g = torch.Generator().manual_seed(3)
+    return (torch.randn(1, hq, t, d, generator=g), torch.randn(1, hkv, t, d, generator=g),
+            torch.randn(1, hkv, t, d, generator=g))
+
+
+def test_varlen_attention_keeps_each_sequence_to_itself():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from types import SimpleNamespace
+
+    q, k, v = _qkv()
+    cu = [0, 25, 60]
+    attn = SimpleNamespace(num_key_value_groups=4)  # the attention module's GQA setting
+    out, _ = fastpath.varlen_attention_forward(attn, q, k, v, None, scaling=0.25,
+                                               cu_seq_lens_q=torch.tensor(cu, dtype=torch.int32), max_length_q=35)
+    assert out.shape == (1, 60, 8, 16)
+    for a, b in zip(cu[:-1], cu[1:]):  # each sequence alone through transformers' sdpa (GQA, causal)
+        ref, _ = sdpa_attention_forward(attn, q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scaling=0.25,
+                                        is_causal=True)
+        assert torch.allclose(out[:, a:b], ref, atol=1e-5)
+    whole, _ = sdpa_attention_forward(attn, q, k, v, None, scaling=0.25, is_causal=True)
+    assert not torch.allclose(out[:, 25:], whole[:, 25:], atol=1e-3)  # the row-wide causal attention differs
+
+
+@pytest.mark.parametrize("params", [("window_size", "enable_gqa"), ("is_causal",)])
+def test_cuda_varlen_adapts_to_the_installed_torch_signature(monkeypatch, params):
+    seen = {}
+
+    def fake(q, k, v, cu_q, cu_k, max_q, max_k, **kw):
+        seen.update(kw, heads=(q.shape[1], k.shape[1]))
+        causal = kw.get("window_size") == (-1, 0) or kw.get("is_causal") is True
+        assert causal and max_q == max_k == 35
+        return fastpath._reference_varlen(q, k, v, cu_q.tolist(), kw["scale"])
+
+    monkeypatch.setattr(fastpath, "_varlen_kernel", lambda: (fake, frozenset(params)))
+    q, k, v = (x[0].transpose(0, 1) for x in _qkv())
+    out = fastpath._cuda_varlen(q, k, v, torch.tensor([0, 25, 60], dtype=torch.int32), 35, 0.25)
+    assert torch.allclose(out, fastpath._reference_varlen(q, k, v, [0, 25, 60], 0.25), atol=1e-6)
+    # GQA: the kernel's own flag where it has one, else the key/value heads repeated
+    assert seen["heads"] == ((8, 2) if "enable_gqa" in params else (8, 8))
+
+
+def test_plan_picks_varlen_where_the_kernel_runs_else_sdpa(monkeypatch):
+    cfg = load_config("full")
+    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (True, "ok"))
+    assert plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060).attention == VARLEN_ATTENTION
+    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (False, "no kernel"))
+    plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
+    assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel"
 
 
 def cuda_device(vram, dtype=torch.bfloat16):
@@ -83,14 +146,14 @@ def tiny_path():
     return model_path(resolve_model(ModelSettings(model_id=TINY)), verbose=False)
 
 
-def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0):
+def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0, attention: str = "sdpa"):
     from workshop_utils.models import apply_lora, load_model
 
     loaded = load_model(ModelSettings(model_id=TINY, compute_dtype="float32"), verbose=False)
     lora = LoraSettings(lora_dropout=0.0)
     torch.manual_seed(0)
     if fast:
-        plan = FastPlan(True, mode="budget", padding_free=True, attention="sdpa", num_layers=3,
+        plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=3,
                         checkpoint_layers=checkpoint_layers, upcast_non_4bit=False)
         model, _ = prepare_fast_model(loaded.model, plan, lora)
     else:
@@ -104,15 +167,19 @@ def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0):
 
 
 @pytest.mark.slow
-def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path):
+@pytest.mark.parametrize("attention", ["sdpa", VARLEN_ATTENTION])
+def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path, attention):
     feats = features()
     plain, tok = _lora_model(tiny_path, fast=False)
     out = plain(**CompletionCollator(tok.pad_token_id)(feats))  # HF's own loss over all positions
     out.loss.backward()
     ref = {n: p.grad.clone() for n, p in plain.named_parameters() if p.requires_grad}
-    fast, _ = _lora_model(tiny_path, fast=True, checkpoint_layers=2)
+    fast, _ = _lora_model(tiny_path, fast=True, checkpoint_layers=2, attention=attention)
+    assert fast.get_base_model().config._attn_implementation == attention
     assert sum(getattr(m, "gradient_checkpointing", False) for m in fast.modules() if hasattr(m, "self_attn")) == 2
-    loss, _ = fast_completion_loss(fast, FlatteningCollator(tok.pad_token_id, 16)(feats))
+    varlen = attention == VARLEN_ATTENTION
+    collate = FlatteningCollator(tok.pad_token_id, 1 if varlen else 16, seq_lens=varlen)
+    loss, _ = fast_completion_loss(fast, collate(feats))
     loss.backward()
     got = {n: p.grad for n, p in fast.named_parameters() if p.requires_grad}
     assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
@@ -147,3 +214,18 @@ def test_bench_runs_on_cpu_and_recipes_agree_on_the_first_loss(tmp_path):
     losses = [r["loss_step1"] for r in rows.values()]
     assert max(losses) - min(losses) < 1e-3 * abs(losses[0])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][2]["recipe"] == "default"
+
+
+def test_varlen_model_still_generates_padded_batches_like_sdpa(tiny_path):
+    """Without packed boundaries (generation, padded batches) workshop_varlen is sdpa with the mask."""
+    from transformers import AutoModelForCausalLM
+
+    fastpath.register_varlen_attention()
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    batch = CompletionCollator(0)(features())
+    with torch.no_grad():
+        ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        model.set_attn_implementation(VARLEN_ATTENTION)
+        got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    keep = batch["attention_mask"].bool()
+    assert torch.allclose(got[keep], ref[keep], atol=1e-5)

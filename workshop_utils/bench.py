@@ -13,6 +13,8 @@ Recipes (ratios are meaningful within one run only: the same recipe moves ~15% b
   default  the project's default on this card (fast path, memory budget = 85% of the card)
   budget8  the fast path under an 8 GiB budget (what it picks on a small card), forced here
   t4       16 GB mode: fp16, sdpa, every layer checkpointed, fused loss (T4 class), forced here
+A fast-path recipe takes an attention override after '@', e.g. `default@sdpa` next to `default`
+(workshop_varlen where the kernel runs) shows what the attention backend alone is worth.
 """
 from __future__ import annotations
 
@@ -35,6 +37,22 @@ RECIPES = {
     "t4": "16GB 모드 (T4급: fp16, sdpa, 전체 체크포인팅, fused loss)",
 }
 BASELINE = "hf_gc"
+ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "flex_attention")
+
+
+def split_recipe(name: str) -> tuple[str, str | None]:
+    """'default@sdpa' -> ('default', 'sdpa'); 'hf_gc' -> ('hf_gc', None)."""
+    base, _, attn = name.partition("@")
+    if base not in RECIPES:
+        raise ValueError(f"알 수 없는 레시피 {base!r}: {list(RECIPES)}")
+    if attn and (base in ("seed", BASELINE) or attn not in ATTENTIONS):
+        raise ValueError(f"{name!r}: '@어텐션'은 고속 경로 레시피에만, {ATTENTIONS} 중 하나")
+    return base, attn or None
+
+
+def describe_recipe(name: str) -> str:
+    base, attn = split_recipe(name)
+    return RECIPES[base] + (f" [attention={attn}]" if attn else "")
 # Run B of docs/benchmarks.md (NVIDIA H200, 2026-11-28, --attention sdpa --steps 3 --warmup 2): shown
 # in notebook 03 next to the estimates. (recipe, tokens/s, peak allocated GiB, micro-batch, accumulation,
 # checkpointed layers of 32, dtype)
@@ -198,7 +216,8 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     from .training import assemble_trainer
 
     on_cuda = torch.cuda.is_available()
-    cfg = recipe_config(name, model_id, warmup + steps + int(profile), on_cuda, attention)
+    base, override = split_recipe(name)
+    cfg = recipe_config(base, model_id, warmup + steps + int(profile), on_cuda, override or attention)
     key = (cfg.model.compute_dtype, cfg.train.fast_path)
     if cache.get("key") != key:  # recipes with the same dtype and path reuse the loaded model
         cache.clear()
@@ -218,7 +237,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     if profile:
         callbacks.append(StepProfiler(warmup + steps, out_dir / f"profile_{name}.txt").callback)
     ds = Dataset.from_list(data)
-    row = {"recipe": name, "description": RECIPES[name]}
+    row = {"recipe": name, "description": describe_recipe(name)}
     try:
         trainer, peft_model, info = assemble_trainer(
             model, tok, ds, None, cfg, callbacks=callbacks, output_dir=str(out_dir / name),
@@ -286,9 +305,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     if layers:
         model_id = (model_id + ("," if model_id.count(":") == 2 else ":") + f"layers={layers}")
     recipes = recipes or ([r for r in RECIPES] if on_cuda else ["seed", "hf_gc", "default"])
-    unknown = [r for r in recipes if r not in RECIPES]
-    if unknown:
-        raise ValueError(f"알 수 없는 레시피 {unknown}: {list(RECIPES)}")
+    for r in recipes:
+        split_recipe(r)  # unknown names fail before anything loads
     vocab = parse_random_spec(model_id)["vocab"]
     lengths = {} if shape != "tiny" else scaled_tiny_lengths()
     out_dir = Path(out)
@@ -298,7 +316,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
               "seqs_per_step": seqs_per_step, "processes": dist_info().world_size, "rows": []}
     # the checkpoint (random weights) is written once; token ids avoid its tokenizer's special ids
     t0 = time.perf_counter()
-    tok = load_tokenizer(model_path(resolve_model(recipe_config(recipes[0], model_id, 1, on_cuda).model)))
+    tok = load_tokenizer(model_path(resolve_model(recipe_config(split_recipe(recipes[0])[0], model_id, 1,
+                                                                on_cuda).model)))
     print(f"[bench] 체크포인트 준비 {time.perf_counter() - t0:.0f}s")
     avoid = set(tok.all_special_ids) | {tok.pad_token_id}
     data = synthetic_raft(n, min(vocab, len(tok)), avoid, seed=seed, **lengths)
@@ -309,7 +328,7 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     cache: dict = {}
     start = time.perf_counter()
     for name in recipes:
-        print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {RECIPES[name]} ...", flush=True)
+        print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {describe_recipe(name)} ...", flush=True)
         row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []), attention)
         result["rows"].append(row)
         _speedups(result["rows"])
@@ -358,14 +377,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(ap) -> None:
-    ap.add_argument("--recipes", nargs="*", choices=list(RECIPES), help="측정할 레시피 (기본: 전부, CPU는 3개)")
+    ap.add_argument("--recipes", nargs="*", help=f"측정할 레시피 {list(RECIPES)} (기본: 전부, CPU는 3개); "
+                    "고속 경로 레시피는 '@어텐션'으로 어텐션만 바꿔 비교 (예: default@sdpa)")
     ap.add_argument("--shape", default="exaone", help="exaone (기본, 7.8B 모양) | tiny | random:exaone:... 명세")
     ap.add_argument("--layers", type=int, default=None, help="층 수만 줄여 빠르게 점검 (예: 4)")
     ap.add_argument("--steps", type=int, default=4, help="측정 스텝 수")
     ap.add_argument("--warmup", type=int, default=2, help="웜업 스텝 수 (flex_attention 컴파일 포함)")
     ap.add_argument("--out", default="build/bench", help="bench.json을 쓸 폴더")
-    ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex_attention"],
-                    help="고속 경로 레시피의 어텐션 (auto = 라이브러리 기본: sdpa; flex_attention은 명시할 때만)")
+    ap.add_argument("--attention", default="auto", choices=list(ATTENTIONS),
+                    help="고속 경로 레시피의 어텐션 (auto = 라이브러리 기본: 커널이 돌면 workshop_varlen, 아니면 sdpa; "
+                         "flex_attention은 명시할 때만)")
     ap.add_argument("--profile", nargs="*", default=[], help="측정 뒤 한 스텝을 torch.profiler로 기록할 레시피")
 
 

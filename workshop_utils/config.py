@@ -45,7 +45,7 @@ class ModelSettings:
     double_quant: bool = _help("양자화 상수(absmax)를 한 번 더 양자화 (파라미터당 약 0.37비트 절약)", True)
     compute_dtype: str = _help("연산 dtype: auto | bfloat16 | float16 | float32 (auto는 장치에 맞게 선택)", "auto")
     trust_remote_code: bool = _help("허브의 모델 코드를 실행할지. transformers 5는 EXAONE을 기본 지원하므로 False", False)
-    attn_implementation: str = _help("어텐션 구현: auto | sdpa | eager | flex_attention", "auto")
+    attn_implementation: str = _help("어텐션 구현: auto | sdpa | eager | workshop_varlen | flex_attention", "auto")
     max_seq_length: int = _help("학습/평가 시퀀스 최대 토큰 수 (02 노트북의 길이 분포로 정함)", 2048)
 
 

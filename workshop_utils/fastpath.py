@@ -13,10 +13,14 @@ What the seed's recipe does on a GPU, and what the fast path changes (each part 
 - eager rope / RMSNorm / SwiGLU -> Liger's Triton kernels, applied to the model instance
   (`apply_liger_kernel_to_llama(model=...)`): Liger picks kernels by `model_type` and does not know
   'exaone', but transformers 5 runs EXAONE with the Llama classes, so the Llama kernels fit.
-- attention: sdpa over the packed sequences (transformers builds the block-diagonal mask from the
-  position ids). flex_attention (block-sparse) is opt-in via `model.attn_implementation`, used only
-  where it compiles: each new packed length recompiles it, and on an H200 its warm-up did not finish
-  in 10 minutes (docs/benchmarks.md).
+- attention over the packed row: `workshop_varlen`, torch's variable-length flash attention
+  (`torch.nn.attention.varlen`, torch >= 2.10, compute capability >= 8.0) registered as a transformers
+  attention function: each sequence attends only to itself, so the cost grows with the sum of the
+  squared sequence lengths, not with the square of the row (sdpa over a packed row computes the whole
+  row x row score matrix and masks most of it away: at 8 sequences of ~1,060 tokens that is 8x the
+  attention work). Where the kernel is missing (T4, older torch) sdpa with transformers'
+  block-diagonal mask. flex_attention is opt-in via `model.attn_implementation`; each new packed
+  length recompiles it, and on an H200 its warm-up did not finish in 10 minutes (docs/benchmarks.md).
 - gradient checkpointing on or off -> decided from the memory budget: off when the card has room, on
   when it does not, and in between only the first N layers recompute their activations.
 - peft's fp32 upcast of embeddings and lm_head (+1.7 GB for EXAONE) -> kept in the compute dtype.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -37,8 +42,8 @@ import torch
 from .memory import GIB, Shape, estimate, layer_activation_bytes_per_token
 from .prompts import IGNORE_INDEX
 
-PAD_MULTIPLE = 128
-SIXTEEN_GB_BUDGET_GIB = 8.0  # 16gb mode: planned peak allocated on a T4-class card  # flex_attention's block size; also keeps the number of distinct shapes small
+PAD_MULTIPLE = 128  # flex_attention's block size; also keeps the number of distinct shapes small
+SIXTEEN_GB_BUDGET_GIB = 8.0  # 16gb mode: planned peak allocated on a T4-class card
 
 
 # --- padding-free batches --------------------------------------------------------------------------------
@@ -55,22 +60,33 @@ class FlatteningCollator:
 
     pad_token_id: int
     pad_to_multiple_of: int = 1
+    seq_lens: bool = False  # also the sequence boundaries for `workshop_varlen` attention
 
     def __call__(self, features: list[dict]) -> dict:
-        ids, labels, pos = [], [], []
-        for f in features:
+        ids, labels, pos, lens = [], [], [], []
+        for i, f in enumerate(features):
             n = len(f["input_ids"])
+            if n == 0 or len(f["labels"]) != n:
+                raise ValueError(f"micro-batch example {i}: input_ids has {n} tokens, labels "
+                                 f"{len(f['labels'])} (they must be equal and non-empty)")
             ids += list(f["input_ids"])
             labels += list(f["labels"])
             pos += list(range(n))
+            lens.append(n)
         m = self.pad_to_multiple_of
         filler = (-len(ids)) % m if m > 1 else 0
         if filler:
             ids += [self.pad_token_id] * filler
             labels += [IGNORE_INDEX] * filler
             pos += list(range(filler))
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                "position_ids": torch.tensor([pos])}
+            lens.append(filler)
+        out = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+               "position_ids": torch.tensor([pos])}
+        if self.seq_lens:
+            # transformers' names for varlen boundaries (forwarded to the attention function)
+            out["cu_seq_lens_q"] = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+            out["max_length_q"] = max(lens)
+        return out
 
 
 # --- Liger kernels ---------------------------------------------------------------------------------------
@@ -135,6 +151,111 @@ def fast_completion_loss(model, inputs: dict, num_items_in_batch=None):
 
 
 # --- attention -----------------------------------------------------------------------------------------
+VARLEN_ATTENTION = "workshop_varlen"
+
+
+def _reference_varlen(q, k, v, cu: list[int], scale: float | None) -> torch.Tensor:
+    """Causal attention of each packed sequence with itself, one sdpa call per sequence (q: T x H x D).
+    The same math as the flash kernel; used on CPU and where the kernel is missing."""
+    rep = q.shape[1] // k.shape[1]
+    outs = []
+    for a, b in zip(cu[:-1], cu[1:]):
+        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))
+        if rep > 1:
+            ks, vs = ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0)
+        outs.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale)
+                    .transpose(0, 1))
+    return torch.cat(outs)
+
+
+@functools.lru_cache(maxsize=None)
+def _varlen_kernel():
+    """torch's varlen flash-attention function and its parameter names (None before torch 2.10)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, frozenset()
+    return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _cuda_varlen(q, k, v, cu: torch.Tensor, max_len: int, scale: float | None) -> torch.Tensor:
+    fn, params = _varlen_kernel()
+    kw = {"scale": scale}
+    if "window_size" in params:
+        kw["window_size"] = (-1, 0)  # causal
+    else:
+        kw["is_causal"] = True
+    if q.shape[1] != k.shape[1]:
+        if "enable_gqa" in params:
+            kw["enable_gqa"] = True
+        else:
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    return fn(q, k, v, cu, cu, max_len, max_len, **kw)
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                             scaling: float | None = None, cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """transformers attention function for padding-free rows: each packed sequence attends to itself.
+
+    query/key/value: (1, heads, row tokens, head dim); the boundaries come from FlatteningCollator
+    (`cu_seq_lens_q`, `max_length_q`). Without them (generation, padded batches) it is plain sdpa with
+    the mask transformers built.
+    """
+    if cu_seq_lens_q is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    if query.shape[0] != 1:
+        raise ValueError(f"{VARLEN_ATTENTION}: a packed row has batch size 1, got {query.shape[0]}")
+    if dropout:
+        raise ValueError(f"{VARLEN_ATTENTION}: attention dropout is not supported (got {dropout})")
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # tokens x heads x head dim
+    if q.is_cuda and _varlen_kernel()[0] is not None:
+        out = _cuda_varlen(q.contiguous(), k.contiguous(), v.contiguous(), cu_seq_lens_q.to(q.device),
+                           int(max_length_q), scaling)
+    else:
+        out = _reference_varlen(q, k, v, cu_seq_lens_q.tolist(), scaling)
+    return out.unsqueeze(0), None  # (1, tokens, heads, head dim), as transformers' attention functions
+
+
+def register_varlen_attention() -> str:
+    """Register `workshop_varlen` with transformers (attention + the sdpa mask for generation)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN_ATTENTION, sdpa_mask)
+    return VARLEN_ATTENTION
+
+
+@functools.lru_cache(maxsize=None)
+def varlen_attention_works(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, str]:
+    """Does torch's varlen flash kernel run (forward + backward) on this GPU and match sdpa?"""
+    if not torch.cuda.is_available():
+        return False, "CUDA 없음"
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        return False, f"compute capability {major}.{minor} < 8.0 (T4/V100): flash 커널 없음 → sdpa"
+    if _varlen_kernel()[0] is None:
+        return False, f"torch {torch.__version__}에 torch.nn.attention.varlen 없음 (2.10 이상 필요) → sdpa"
+    try:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q = torch.randn(96, 8, 64, device="cuda", dtype=dtype, generator=g, requires_grad=True)
+        kv = torch.randn(2, 96, 2, 64, device="cuda", dtype=dtype, generator=g)
+        cu = [0, 40, 96]
+        got = _cuda_varlen(q, kv[0], kv[1], torch.tensor(cu, dtype=torch.int32, device="cuda"), 56, None)
+        got.float().sum().backward()
+        ref = _reference_varlen(q.detach(), kv[0], kv[1], cu, None)
+        err = (got.detach().float() - ref.float()).abs().max().item()
+        if err > 2e-2:
+            return False, f"varlen 커널 결과가 sdpa와 다름 (최대 오차 {err:.3g}) → sdpa"
+        return True, "varlen flash attention (시퀀스마다 따로: 패킹된 행 전체의 제곱 계산 없음)"
+    except Exception as err:  # noqa: BLE001 - any failure means: use sdpa
+        return False, f"varlen 커널 실행 실패 → sdpa ({type(err).__name__}: {str(err)[:120]})"
+
+
 @functools.lru_cache(maxsize=None)
 def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, str]:
     """Try flex_attention (compiled, forward + backward) on a tiny packed input on this GPU."""
@@ -318,12 +439,16 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         plan.attention = "sdpa"
         r["attention"] = "16gb 모드: sdpa (T4는 flex_attention 미지원)" if mode == "16gb" else "패딩 배치: sdpa"
     else:
-        # flex_attention is opt-in (model.attn_implementation="flex_attention"; it is then probed
-        # with flex_attention_compiles): with padding-free batches every new row length recompiles
-        # it, and on an H200 the flex recipe did not get through its warm-up steps in 10 minutes.
-        plan.attention = "sdpa"
-        r["attention"] = ("sdpa (flex_attention은 설정으로 켬: 패딩 없는 배치는 길이마다 다시 컴파일되어 "
-                          "첫 스텝들이 수 분 걸림)")
+        # varlen flash attention where the kernel runs; flex_attention is opt-in
+        # (model.attn_implementation="flex_attention", probed by flex_attention_compiles): with
+        # padding-free batches every new row length recompiles it, and on an H200 the flex recipe did
+        # not get through its warm-up steps in 10 minutes.
+        plan.attention = VARLEN_ATTENTION
+    if plan.attention == VARLEN_ATTENTION:
+        ok, why = varlen_attention_works(device.dtype) if on_cuda else (True, "CPU: 시퀀스별 sdpa (참조 구현)")
+        if not ok:
+            plan.attention = "sdpa"
+        r["attention"] = why
     if plan.attention == "flex_attention" and on_cuda:
         ok, why = flex_attention_compiles(device.dtype)
         if not ok:
@@ -404,6 +529,8 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings) -> tuple[object, li
         model = apply_lora(model, lora_settings, gradient_checkpointing=False,
                            upcast_non_4bit=plan.upcast_non_4bit)
     base = model.get_base_model()
+    if plan.attention == VARLEN_ATTENTION:
+        register_varlen_attention()
     if base.config._attn_implementation != plan.attention:
         base.set_attn_implementation(plan.attention)
     kernels = []

@@ -300,9 +300,15 @@ def _default_device_map():
 
 
 def pick_attention(setting: str, device: DeviceChoice) -> str | None:
-    if setting != "auto":
-        return setting
-    return "sdpa"
+    """The attention implementation to load with: sdpa unless set (the fast path switches to
+    `workshop_varlen` after loading when its kernel runs)."""
+    if setting == "auto":
+        return "sdpa"
+    from .fastpath import VARLEN_ATTENTION, register_varlen_attention
+
+    if setting == VARLEN_ATTENTION:
+        register_varlen_attention()
+    return setting
 
 
 def hub_failure_hint(model_id: str, err: Exception) -> str:

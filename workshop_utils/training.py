@@ -294,7 +294,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     path otherwise. `plan` forces a fastpath.FastPlan (benchmarks); by default it is planned here."""
     from transformers import EarlyStoppingCallback, Trainer
 
-    from .fastpath import FlatteningCollator, prepare_fast_model
+    from .fastpath import VARLEN_ATTENTION, FlatteningCollator, prepare_fast_model
 
     assert_trainable_4bit(model)
     device = device or choose_device(cfg.model.compute_dtype)
@@ -303,7 +303,8 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     if plan.enabled:
         model, kernels = prepare_fast_model(model, plan, cfg.lora)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
-        collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of) if plan.padding_free
+        collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
+                                       seq_lens=plan.attention == VARLEN_ATTENTION) if plan.padding_free
                     else CompletionCollator(tokenizer.pad_token_id))
         # checkpointing is already set per layer; the Trainer would switch it on for all layers
         arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
