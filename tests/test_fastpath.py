@@ -229,3 +229,53 @@ def test_varlen_model_still_generates_padded_batches_like_sdpa(tiny_path):
         got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     keep = batch["attention_mask"].bool()
     assert torch.allclose(got[keep], ref[keep], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vocab_offload_keeps_loss_and_gradients_and_restores_the_model(tiny_path):
+    feats = features()
+    model, tok = _lora_model(tiny_path, fast=True, checkpoint_layers=3)
+    batch = FlatteningCollator(tok.pad_token_id)(feats)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss, _ = fast_completion_loss(model, batch)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    ref_loss, ref = loss_and_grads()
+    base = model.get_base_model()
+    emb, head = base.get_input_embeddings(), base.get_output_embeddings()
+    weights = emb.weight.detach().clone(), head.weight.detach().clone()
+    with fastpath.VocabOffload(model) as off:
+        assert "forward" in vars(emb) and len(off.handles) == 2
+        loss, got = loss_and_grads()
+        assert head.weight.data_ptr() == off.cpu_head.data_ptr()  # between forwards: the CPU copy
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    for n in ref:
+        assert torch.allclose(got[n], ref[n], rtol=1e-5, atol=1e-7), n
+    assert "forward" not in vars(emb) and not base.model._forward_pre_hooks and not base._forward_hooks
+    assert torch.equal(emb.weight, weights[0]) and torch.equal(head.weight, weights[1])
+
+
+def test_vocab_offload_is_planned_only_where_it_can_run(monkeypatch):
+    cfg = load_config("full")
+    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (True, "ok"))
+    monkeypatch.setattr(fastpath, "liger_available", lambda: True)
+    cfg.train.memory_budget_gib = 8.0
+    tight = plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1062, 1420, 120)
+    assert tight.offload_vocab and tight.estimate_gib <= 8.0
+    # the GPU memory it frees buys a bigger micro-batch than the same budget without it
+    cfg.train.offload_vocab = "off"
+    kept = plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1062, 1420, 120)
+    assert not kept.offload_vocab and kept.micro_batch < tight.micro_batch
+    assert kept.reasons["offload_vocab"] == "설정에서 끔"
+    cfg.train.offload_vocab, cfg.train.memory_budget_gib = "auto", 0
+    assert not plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1062, 1420, 120).offload_vocab  # room
+    cfg.train.liger_kernels = False
+    cfg.train.offload_vocab = "on"
+    plan = plan_fast_path(cfg, cuda_device(16), EXAONE_7_8B, 1062, 1420, 120)
+    assert not plan.offload_vocab and "Liger" in plan.reasons["offload_vocab"]
+    cfg.train.offload_vocab = "sometimes"
+    with pytest.raises(ValueError, match="offload_vocab"):
+        plan_fast_path(cfg, cuda_device(16), EXAONE_7_8B, 1062, 1420, 120)

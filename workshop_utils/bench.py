@@ -228,10 +228,12 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
         loaded = load_model(cfg.model, verbose=False)
         cache.update(key=key, model=loaded.model, tokenizer=loaded.tokenizer, load_s=time.perf_counter() - t0)
     model, tok = cache["model"], cache["tokenizer"]
+    model_gib = None
     if on_cuda:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        model_gib = round(torch.cuda.memory_allocated() / 2**30, 2)  # the loaded model before training
     timer = StepTimer(warmup, warmup + steps)
     callbacks = [timer.callback]
     if profile:
@@ -259,7 +261,9 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             attention=plan.attention if plan.enabled else model.config._attn_implementation,
             liger=info["liger_kernels"], padding_free=plan.padding_free if plan.enabled else False,
             dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
-            estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1))
+            offload_vocab=plan.offload_vocab if plan.enabled else False,
+            estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
+            model_gib=model_gib)
         # the next recipe on this model starts without this one's adapter
         cache["model"] = peft_model.unload()
         del trainer, peft_model
@@ -351,8 +355,8 @@ def _speedups(rows: list[dict]) -> None:
 
 
 def format_table(result: dict) -> str:
-    head = ("| recipe | tokens/s | vs HF+GC | peak alloc GiB | peak reserved GiB | micro-batch x accum | "
-            "checkpointing | attention | dtype | first step s | loss@1 |")
+    head = ("| recipe | tokens/s | vs HF+GC | peak alloc GiB | peak reserved GiB | model GiB | micro-batch x accum | "
+            "checkpointing | vocab offload | attention | dtype | first step s | loss@1 |")
     lines = [f"model {result['model']} on {result['env'].get('gpu') or 'CPU'}", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
@@ -361,8 +365,9 @@ def format_table(result: dict) -> str:
             continue
         lines.append(
             f"| {r['recipe']} | {r['tokens_per_s']:,.0f} | {r.get('speedup_vs_hf_gc') or '-'} | "
-            f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_reserved_gib', '-')} | "
-            f"{r['micro_batch']} x {r['grad_accum']} | {r['checkpointing']} | {r['attention']} | {r['dtype']} | "
+            f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_reserved_gib', '-')} | {r.get('model_gib') or '-'} | "
+            f"{r['micro_batch']} x {r['grad_accum']} | {r['checkpointing']} | "
+            f"{'yes' if r.get('offload_vocab') else 'no'} | {r['attention']} | {r['dtype']} | "
             f"{r['first_step_s']} | {r['loss_step1']:.4f} |")
     return "\n".join(lines)
 

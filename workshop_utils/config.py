@@ -117,6 +117,9 @@ class TrainSettings:
         "고속 경로 메모리 모드: auto | budget(예산 안에서 가장 빠르게) | 16gb(T4급: fp16, sdpa, 전체 체크포인팅)",
         "auto")
     memory_budget_gib: float = _help("고속 경로 메모리 예산 GiB (0이면 GPU 메모리의 85%)", 0.0)
+    offload_vocab: str = _help(
+        "고속 경로: 임베딩·lm_head(어휘 102,400 x 4,096)를 쓰지 않는 동안 CPU 메모리에 둠: auto(예산이 빠듯해 "
+        "더 큰 micro-batch가 들어갈 때) | on | off", "auto")
     seed: int = _help("학습 난수 시드", 42)
 
 

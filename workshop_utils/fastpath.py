@@ -23,7 +23,9 @@ What the seed's recipe does on a GPU, and what the fast path changes (each part 
   length recompiles it, and on an H200 its warm-up did not finish in 10 minutes (docs/benchmarks.md).
 - gradient checkpointing on or off -> decided from the memory budget: off when the card has room, on
   when it does not, and in between only the first N layers recompute their activations.
-- peft's fp32 upcast of embeddings and lm_head (+1.7 GB for EXAONE) -> kept in the compute dtype.
+- peft's fp32 upcast of embeddings and lm_head (+1.7 GB for EXAONE) -> kept in the compute dtype,
+  and on a tight budget kept in CPU memory while not in use (VocabOffload: 2 x 0.78 GiB for EXAONE),
+  which lets the micro-batch grow.
 - 16 GB mode (T4 class): fp16 with loss scaling, sdpa, every layer checkpointed, fused loss.
 
 Numerically it is the same training: tests/test_fastpath.py compares loss and LoRA gradients of the
@@ -126,6 +128,73 @@ def apply_liger(model) -> list[str]:
 
 def uses_liger_loss(model) -> bool:
     return bool(getattr(base_model(model), "_workshop_liger", False))
+
+
+# --- vocabulary weights off the GPU between uses ---------------------------------------------------------
+class VocabOffload:
+    """Keep the frozen input embedding and lm_head in pinned CPU memory while training.
+
+    The embedding rows of a micro-batch are gathered on the CPU (the table never goes to the GPU); the
+    lm_head weight is copied to the GPU when the decoder starts its forward (the copy runs while the
+    layers compute) and dropped when the model's forward returns, after Liger's fused loss -- which
+    keeps no reference to it for backward. During backward, where a checkpointed step peaks, neither
+    is on the GPU: for EXAONE's 102,400 x 4,096 vocabulary that is 2 x 0.78 GiB, room for a bigger
+    micro-batch on a small card. Single process only (DDP/FSDP broadcast and shard GPU parameters).
+    Used as a context manager around `trainer.train()`; `restore()` puts both back.
+    """
+
+    def __init__(self, model):
+        self.base = base_model(model)
+        self.emb = self.base.get_input_embeddings()
+        self.head = self.base.get_output_embeddings()
+        if self.head is None or self.head.weight is self.emb.weight:
+            raise ValueError("VocabOffload: 임베딩과 lm_head를 공유하는(tied) 모델에는 쓰지 않습니다")
+        self.device = self.emb.weight.device
+        self.handles: list = []
+        self.cpu_head = None
+
+    def __enter__(self):
+        return self.offload()
+
+    def __exit__(self, *exc):
+        self.restore()
+
+    def offload(self) -> "VocabOffload":
+        if self.handles:
+            return self
+        pin = self.device.type == "cuda"
+        for m in (self.emb, self.head):
+            w = m.weight.data.to("cpu")
+            m.weight.data = w.pin_memory() if pin else w
+        self.cpu_head = self.head.weight.data
+        emb = self.emb
+
+        def embed(input_ids):
+            rows = torch.nn.functional.embedding(input_ids.to("cpu"), emb.weight, emb.padding_idx)
+            return rows.to(input_ids.device)
+
+        emb.forward = embed
+        self.handles = [self.base.model.register_forward_pre_hook(self._head_in),
+                        self.base.register_forward_hook(self._head_out)]
+        if pin:
+            torch.cuda.empty_cache()
+        return self
+
+    def _head_in(self, module, args):
+        self.head.weight.data = self.cpu_head.to(self.device, non_blocking=True)
+
+    def _head_out(self, module, args, output):
+        self.head.weight.data = self.cpu_head
+
+    def restore(self) -> None:
+        if not self.handles:
+            return
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        del self.emb.forward
+        for m in (self.emb, self.head):
+            m.weight.data = m.weight.data.to(self.device)
 
 
 # --- the loss ------------------------------------------------------------------------------------------
@@ -291,7 +360,7 @@ def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, 
 # intermediates), and a fully checkpointed step used ~0.6 GiB (bf16) / ~1.9 GiB (fp16 + loss scaling)
 # more than the sum of the parts (allocator blocks, the optimizer's paged buffers, sdpa workspaces).
 ACTIVATION_CALIBRATION = 0.84
-FIXED_OVERHEAD_GIB = {2: 0.6, "fp16": 1.9}
+FIXED_OVERHEAD_GIB = {2: 0.85, "fp16": 1.9}  # bf16: 0.6 in the first H200 run, +0.25 in the next two
 
 
 def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> float:
@@ -304,8 +373,10 @@ def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> f
 def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
                      targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                      fused_loss: bool = True, completion_tokens: int = 0, bytes_per_value: int = 2,
-                     fp16: bool = False) -> dict:
-    """Estimated peak GiB of one training step of the fast path (NF4 weights, embeddings in 16 bits)."""
+                     fp16: bool = False, offload_vocab: bool = False) -> dict:
+    """Estimated peak GiB of one training step of the fast path (NF4 weights, embeddings in 16 bits;
+    with `offload_vocab` the embedding and lm_head stay in CPU memory, the lm_head visiting the GPU
+    at the end of each forward)."""
     # weights and LoRA state as memory.estimate counts them (no fp32 upcast, 8-bit optimizer)
     fixed = estimate(s, 0, r, targets, fused_loss=True, upcast_embeddings=False)
     full = layer_activation_bytes(s, tokens, bytes_per_value)
@@ -316,7 +387,13 @@ def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
     working = full * (2 if ck else 1)
     logits = (256 * 1024**2 if fused_loss else completion_tokens * s.vocab * (2 + 4 + 4))
     parts = {"activations": acts, "working": working, "loss": logits}
-    out = {"weights": fixed["weights"], "lora+grad+optim": fixed["lora+grad+optim"],
+    weights = fixed["weights"]
+    if offload_vocab:
+        head = s.vocab * s.hidden * bytes_per_value
+        weights -= (head if s.tied_embeddings else 2 * head) / GIB
+        # the lm_head is back on the GPU at the end of the forward, next to that moment's working set
+        parts["lm_head (forward end)"] = max(0.0, head - working)
+    out = {"weights": weights, "lora+grad+optim": fixed["lora+grad+optim"],
            **{k: v / GIB for k, v in parts.items()}}
     out["overhead"] = FIXED_OVERHEAD_GIB["fp16" if fp16 else 2]
     out["total"] = sum(out.values())
@@ -337,6 +414,7 @@ class FastPlan:
     micro_batch: int = 1
     grad_accum: int = 1
     upcast_non_4bit: bool = True
+    offload_vocab: bool = False
     pad_to_multiple_of: int = 1
     budget_gib: float | None = None
     estimate_gib: float | None = None
@@ -355,20 +433,25 @@ class FastPlan:
             return [f"[fast] 고속 경로 꺼짐: {self.reasons.get('fast_path', '')}"]
         out = [f"[fast] 고속 경로 mode={self.mode}: padding_free={self.padding_free}, liger={self.liger}, "
                f"attention={self.attention}, checkpointing={self.checkpointing}, "
-               f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}"]
+               f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}, "
+               f"offload_vocab={self.offload_vocab}"]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
         return out
 
 
-# Cost model for choosing (micro-batch, checkpointed layers), fitted to `workshop bench` on an H200
-# (docs/benchmarks.md): recomputing every layer adds about half a step (with frozen 4-bit weights the
-# backward is about one forward); every micro-batch costs a fixed ~3,400 tokens' worth of time -- the
-# GPU waits on Python/kernel-launch overhead of 32 layers x (4-bit dequantization, LoRA, norms), which
-# is why micro-batches of 1-2 sequences are slow even without recomputation.
+# Cost model for choosing (micro-batch, checkpointed layers, vocabulary offload), fitted to
+# `workshop bench` on H200s (docs/benchmarks.md): recomputing every layer adds about half a step (with
+# frozen 4-bit weights the backward is about one forward); every micro-batch costs a fixed ~9,000
+# tokens' worth of time -- with varlen attention a token costs ~40 us, and the CPU needs ~0.37 s to
+# issue one micro-batch's kernels through 32 layers x (4-bit dequantization, LoRA, norms): the
+# profiler showed a memory-bounded step with 4.6 s of CPU work for 1.5 s of GPU work, so micro-batches
+# of 1-2 sequences leave the GPU idle. Moving the lm_head in and gathering embeddings on the CPU
+# costs ~600 tokens' worth per micro-batch.
 RECOMPUTE_COST = 0.5
-MICRO_BATCH_OVERHEAD_TOKENS = 3400
+MICRO_BATCH_OVERHEAD_TOKENS = 9000
+VOCAB_OFFLOAD_TOKENS = 600
 
 
 def micro_batch_tokens(m: int, mean_tokens: int, p90_tokens: int) -> int:
@@ -377,8 +460,9 @@ def micro_batch_tokens(m: int, mean_tokens: int, p90_tokens: int) -> int:
     return int(m * mean_tokens + (p90_tokens - mean_tokens) * math.sqrt(m))
 
 
-def step_cost(m: int, ck: int, layers: int, mean_tokens: int) -> float:
-    return 1 + RECOMPUTE_COST * ck / layers + MICRO_BATCH_OVERHEAD_TOKENS / (m * max(mean_tokens, 1))
+def step_cost(m: int, ck: int, layers: int, mean_tokens: int, offload: bool = False) -> float:
+    per_micro_batch = MICRO_BATCH_OVERHEAD_TOKENS + (VOCAB_OFFLOAD_TOKENS if offload else 0)
+    return 1 + RECOMPUTE_COST * ck / layers + per_micro_batch / (m * max(mean_tokens, 1))
 
 
 def fixed_checkpoint_layers(setting, layers: int) -> int | None:
@@ -387,6 +471,28 @@ def fixed_checkpoint_layers(setting, layers: int) -> int | None:
     s = str(setting).lower()
     n = {"on": layers, "true": layers, "off": 0, "false": 0}.get(s)
     return min(int(s), layers) if n is None and s.isdigit() else n
+
+
+def vocab_gib(shape: Shape, bytes_per_value: int = 2) -> float:
+    """GiB of the input embedding and lm_head in 16 bits (one table if tied)."""
+    return shape.vocab * shape.hidden * bytes_per_value * (1 if shape.tied_embeddings else 2) / GIB
+
+
+def vocab_offload_options(setting: str, liger: bool, on_cuda: bool, shape: Shape) -> tuple[list[bool], str]:
+    """Which VocabOffload choices the planner may weigh (setting auto | on | off), and why not."""
+    from .distributed import dist_info
+
+    setting = str(setting).lower()
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"train.offload_vocab={setting!r}: auto | on | off")
+    why = ("설정에서 끔" if setting == "off" else
+           "CUDA에서만" if not on_cuda else
+           "Liger fused loss가 필요 (lm_head를 backward까지 잡아 두지 않음)" if not liger else
+           "임베딩과 lm_head를 공유하는(tied) 모델" if shape.tied_embeddings else
+           "여러 프로세스(DDP/FSDP)에서는 쓰지 않음" if dist_info().world_size > 1 else "")
+    if why:
+        return [False], why
+    return ([True] if setting == "on" else [False, True]), ""
 
 
 def fast_path_off_reason(cfg, device) -> str | None:
@@ -469,28 +575,33 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     if mode == "16gb" and fixed_ck is None:
         fixed_ck = shape.layers
 
-    def est(m, ck):
+    offloads, why_not = vocab_offload_options(t.offload_vocab, plan.liger, on_cuda, shape)
+
+    def est(m, ck, off=False):
         return fast_path_memory(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), ck, cfg.lora.r,
                                 tuple(cfg.lora.target_modules), plan.liger, m * completion_tokens,
-                                fp16=device.dtype == torch.float16)["total"]
+                                fp16=device.dtype == torch.float16, offload_vocab=off)["total"]
 
     best = None
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
-        best = (t.per_device_train_batch_size, fixed_ck or 0)
+        best = (t.per_device_train_batch_size, fixed_ck or 0, False)
     else:
         for m in (d for d in range(min(effective, 16), 0, -1) if effective % d == 0):
-            options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
-            ck = next((c for c in options if est(m, c) <= budget_gib), None)
-            if ck is not None and (best is None or step_cost(m, ck, shape.layers, mean_tokens)
-                                   < step_cost(*best, shape.layers, mean_tokens)):
-                best = (m, ck)
+            for off in offloads:
+                options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
+                ck = next((c for c in options if est(m, c, off) <= budget_gib), None)
+                if ck is not None and (best is None or step_cost(m, ck, shape.layers, mean_tokens, off)
+                                       < step_cost(*best[:2], shape.layers, mean_tokens, best[2])):
+                    best = (m, ck, off)
         if best is None:
-            best = (1, shape.layers)
+            best = (1, shape.layers, offloads[-1])
             r["memory"] = f"예산 {budget_gib:.1f} GiB에 맞는 구성이 없음: 가장 작은 구성으로 시도 (OOM 가능)"
-    plan.micro_batch, plan.checkpoint_layers = best
+    plan.micro_batch, plan.checkpoint_layers, plan.offload_vocab = best
     plan.grad_accum = max(1, effective // plan.micro_batch)
     if budget_gib:
         plan.estimate_gib = round(est(*best), 2)
+    r["offload_vocab"] = (f"임베딩·lm_head를 쓰지 않는 동안 CPU 메모리에 둠 (GPU에서 {vocab_gib(shape):.2f} GiB 절약, "
+                          "더 큰 micro-batch)" if plan.offload_vocab else why_not or "예산에 여유가 있어 GPU에 둠")
     if "memory" not in r:
         if fixed_ck is not None:
             r["checkpointing"] = f"설정/모드로 고정: {plan.checkpointing}"

@@ -245,9 +245,19 @@ def _make_completion_trainer():
             return (loss, out) if return_outputs else loss
 
     class FastPathTrainer(CompletionOnlyTrainer):
-        """The fast path's trainer: padding-free batches, Liger's fused loss when applied (fastpath.py)."""
+        """The fast path's trainer: padding-free batches, Liger's fused loss when applied, and the
+        vocabulary weights in CPU memory while training when the plan says so (fastpath.py)."""
 
         loss_fn = staticmethod(fast_completion_loss)
+        fast_plan = None
+
+        def train(self, *args, **kwargs):
+            from .fastpath import VocabOffload
+
+            if self.fast_plan is not None and self.fast_plan.offload_vocab:
+                with VocabOffload(self.model):
+                    return super().train(*args, **kwargs)
+            return super().train(*args, **kwargs)
 
     return CompletionOnlyTrainer, FastPathTrainer
 
@@ -328,6 +338,8 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     args = training_arguments(cfg, device, **arg_overrides)
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           data_collator=collator, processing_class=tokenizer, callbacks=cbs)
+    if plan.enabled:
+        trainer.fast_plan = plan
     trainable, total = trainable_parameters(model)
     info = {"gradient_checkpointing": gc, "gradient_checkpointing_reason": gc_reason, "truncated": 0,
             "trainable_params": trainable, "total_params": total, "diagnoses": diagnoses,
