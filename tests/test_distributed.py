@@ -53,7 +53,7 @@ def test_accelerate_configs_parse():
     assert ddp["distributed_type"] == "MULTI_GPU"
     assert fsdp["distributed_type"] == "FSDP"
     assert fsdp["fsdp_config"]["fsdp_use_orig_params"] is False
-    assert fsdp["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False  # 4-bit load per GPU, then shard
 
 
 def _launch(out: Path, *extra: str) -> None:
@@ -107,3 +107,16 @@ def test_fsdp_launch_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
     with single_process_env():  # rank 0's evaluation after an FSDP run loads an ordinary model
         assert not dist_info().fsdp
     assert dist_info().fsdp
+
+
+def test_fsdp_gets_one_dtype_per_unit():
+    """FSDP flattens a unit's parameters into one tensor: the fp32 LoRA weights join the bf16 storage."""
+    import torch
+
+    from workshop_utils.distributed import fsdp_uniform_dtype
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4).to(torch.bfloat16), torch.nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    assert fsdp_uniform_dtype(model, torch.bfloat16) == 2  # the second layer's weight and bias
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert all(p.requires_grad for p in model[1].parameters())

@@ -20,6 +20,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import torch
+
 from .memory import GIB, Shape, nf4_bytes_per_param
 
 
@@ -85,6 +87,18 @@ def single_process_env():
     finally:
         if saved is not None:
             os.environ["ACCELERATE_USE_FSDP"] = saved
+
+
+def fsdp_uniform_dtype(model, dtype: torch.dtype) -> int:
+    """FSDP flattens each wrapped unit's parameters into one tensor of one dtype: cast the LoRA
+    parameters (peft keeps them in fp32) to the compute dtype that the 4-bit weights are stored in
+    (`bnb_4bit_quant_storage`), as the FSDP-QLoRA recipes of peft and TRL do. Returns how many."""
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            n += 1
+    return n
 
 
 def effective_batch(per_device: int, accumulation: int, gpus: int) -> tuple[int, str]:

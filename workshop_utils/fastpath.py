@@ -151,7 +151,7 @@ class VocabOffload:
             raise ValueError("VocabOffload: 임베딩과 lm_head를 공유하는(tied) 모델에는 쓰지 않습니다")
         self.device = self.emb.weight.device
         self.handles: list = []
-        self.cpu_head = None
+        self.cpu_emb = self.cpu_head = None
 
     def __enter__(self):
         return self.offload()
@@ -163,14 +163,16 @@ class VocabOffload:
         if self.handles:
             return self
         pin = self.device.type == "cuda"
+        self.cpu_emb, self.cpu_head = ((w.pin_memory() if pin else w) for w in
+                                       (m.weight.data.to("cpu") for m in (self.emb, self.head)))
+        # the parameters keep an empty GPU placeholder: whatever moves the model between devices
+        # (accelerate's preparation does) cannot bring the tables back
         for m in (self.emb, self.head):
-            w = m.weight.data.to("cpu")
-            m.weight.data = w.pin_memory() if pin else w
-        self.cpu_head = self.head.weight.data
-        emb = self.emb
+            m.weight.data = torch.empty(0, dtype=m.weight.dtype, device=self.device)
+        emb, table = self.emb, self.cpu_emb
 
         def embed(input_ids):
-            rows = torch.nn.functional.embedding(input_ids.to("cpu"), emb.weight, emb.padding_idx)
+            rows = torch.nn.functional.embedding(input_ids.to("cpu"), table, emb.padding_idx)
             return rows.to(input_ids.device)
 
         emb.forward = embed
@@ -184,7 +186,7 @@ class VocabOffload:
         self.head.weight.data = self.cpu_head.to(self.device, non_blocking=True)
 
     def _head_out(self, module, args, output):
-        self.head.weight.data = self.cpu_head
+        self.head.weight.data = torch.empty(0, dtype=self.cpu_head.dtype, device=self.device)
 
     def restore(self) -> None:
         if not self.handles:
@@ -193,8 +195,9 @@ class VocabOffload:
             h.remove()
         self.handles = []
         del self.emb.forward
-        for m in (self.emb, self.head):
-            m.weight.data = m.weight.data.to(self.device)
+        self.emb.weight.data = self.cpu_emb.to(self.device)
+        self.head.weight.data = self.cpu_head.to(self.device)
+        self.cpu_emb = self.cpu_head = None
 
 
 # --- the loss ------------------------------------------------------------------------------------------

@@ -261,7 +261,9 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
     fsdp = dist_info().fsdp
     if settings.load_in_4bit:
         kwargs["quantization_config"] = bnb_config(settings, device.dtype, fsdp=fsdp)
-    if device.device == "cuda" and not fsdp:  # FSDP places (and shards) the weights itself
+    if device.device == "cuda":
+        # one whole 4-bit model per process on its own GPU (LOCAL_RANK); under FSDP the Trainer then
+        # shards it, so after wrapping each GPU keeps 1/N of the weights
         kwargs["device_map"] = device_map or _default_device_map()
     attn = pick_attention(settings.attn_implementation, device)
     if attn:

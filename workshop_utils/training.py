@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import WorkshopConfig
-from .distributed import dist_info
+from .distributed import dist_info, fsdp_uniform_dtype
 from .env import DeviceChoice, choose_device
 from .fastpath import base_model, fast_completion_loss, fixed_checkpoint_layers
 from .models import apply_lora, assert_trainable_4bit, trainable_parameters
@@ -330,6 +330,8 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
         collator = CompletionCollator(tokenizer.pad_token_id)
         arg_overrides = {"gradient_checkpointing": gc, **arg_overrides}
         trainer_cls = CompletionOnlyTrainer if cfg.train.completion_only_logits else Trainer
+    if dist_info().fsdp:
+        fsdp_uniform_dtype(model, device.dtype)
     diagnoses = diagnoses if diagnoses is not None else DiagnosisLog()
     cbs = [NaNLossCallback(diagnoses), FlatLossCallback(diagnoses), OverfitCallback(diagnoses)]
     if cfg.train.early_stopping_patience and eval_ds is not None:
