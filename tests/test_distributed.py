@@ -115,8 +115,10 @@ def test_fsdp_gets_one_dtype_per_unit():
 
     from workshop_utils.distributed import fsdp_uniform_dtype
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4).to(torch.bfloat16), torch.nn.Linear(4, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4).to(torch.bfloat16), torch.nn.Linear(4, 2),
+                                torch.nn.LayerNorm(2))
     model[0].requires_grad_(False)
-    assert fsdp_uniform_dtype(model, torch.bfloat16) == 2  # the second layer's weight and bias
+    model[2].requires_grad_(False)  # frozen but upcast to fp32 (peft's k-bit preparation does that)
+    assert fsdp_uniform_dtype(model, torch.bfloat16) == 4
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert all(p.requires_grad for p in model[1].parameters())

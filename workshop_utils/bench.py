@@ -303,7 +303,8 @@ def environment() -> dict:
 
 def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: int | None = None,
               steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
-              seed: int = 0, profile: list[str] | None = None, attention: str = "auto") -> dict:
+              seed: int = 0, profile: list[str] | None = None, attention: str = "auto",
+              isolate: bool | None = None) -> dict:
     """Run the recipes, print the table, write `out/bench.json` after every recipe."""
     from .distributed import dist_info, is_main_process
     from .models import load_tokenizer, model_path, parse_random_spec, resolve_model
@@ -338,9 +339,17 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
           f"스텝당 {seqs_per_step}개, 웜업 {warmup} + 측정 {steps} 스텝")
     cache: dict = {}
     start = time.perf_counter()
+    if isolate is None:  # a fresh process per recipe: nothing one recipe leaves on the GPU counts for the next
+        isolate = on_cuda and len(recipes) > 1 and dist_info().world_size == 1
+    result["isolated"] = bool(isolate)
     for name in recipes:
         print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {describe_recipe(name)} ...", flush=True)
-        row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []), attention)
+        if isolate:
+            row = run_isolated(name, shape, layers, steps, warmup, seqs_per_step, out_dir, seed,
+                               name in (profile or []), attention)
+        else:
+            row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []),
+                             attention)
         result["rows"].append(row)
         _speedups(result["rows"])
         if is_main_process():  # under accelerate launch every rank measures, rank 0 writes
@@ -352,6 +361,25 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     print(format_table(result))
     print(f"[bench] JSON: {out_dir / 'bench.json'}")
     return result
+
+
+def run_isolated(name: str, shape: str, layers: int | None, steps: int, warmup: int, seqs_per_step: int,
+                 out_dir: Path, seed: int, profile: bool, attention: str) -> dict:
+    """One recipe in a fresh Python process (same synthetic data: same seed), its row read back."""
+    import subprocess
+    import sys
+
+    sub = out_dir / "recipes" / name.replace("@", "_at_")
+    cmd = [sys.executable, "-m", "workshop_utils.bench", "--recipes", name, "--shape", shape, "--steps", str(steps),
+           "--warmup", str(warmup), "--seqs-per-step", str(seqs_per_step), "--seed", str(seed),
+           "--attention", attention, "--out", str(sub), "--no-isolate"]
+    cmd += ["--layers", str(layers)] if layers else []
+    cmd += ["--profile", name] if profile else []
+    rc = subprocess.run(cmd, check=False).returncode
+    try:
+        return json.loads((sub / "bench.json").read_text())["rows"][0]
+    except (OSError, KeyError, IndexError, ValueError):
+        return {"recipe": name, "description": describe_recipe(name), "error": f"recipe process failed (rc={rc})"}
 
 
 def _speedups(rows: list[dict]) -> None:
@@ -402,10 +430,21 @@ def add_arguments(ap) -> None:
                     help="고속 경로 레시피의 어텐션 (auto = 라이브러리 기본: 커널이 돌면 workshop_varlen, 아니면 sdpa; "
                          "flex_attention은 명시할 때만)")
     ap.add_argument("--profile", nargs="*", default=[], help="측정 뒤 한 스텝을 torch.profiler로 기록할 레시피")
+    ap.add_argument("--seqs-per-step", type=int, default=16, help="옵티마이저 스텝당 시퀀스 수 (시드 4 x 4 = 16)")
+    ap.add_argument("--seed", type=int, default=0, help="합성 데이터 시드")
+    ap.add_argument("--isolate", dest="isolate", action="store_true", default=None,
+                    help="레시피마다 새 프로세스 (GPU 기본: 앞 레시피가 남긴 메모리가 다음 레시피의 최대 메모리에 섞이지 않게)")
+    ap.add_argument("--no-isolate", dest="isolate", action="store_false", help="한 프로세스에서 모든 레시피")
 
 
 def run_from_args(args) -> int:
-    res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, out=args.out,
-                    profile=args.profile, attention=args.attention)
+    res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, args.seqs_per_step,
+                    out=args.out, seed=args.seed, profile=args.profile, attention=args.attention,
+                    isolate=args.isolate)
     return 0 if all("error" not in r for r in res["rows"]) else 1
 
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -91,11 +91,12 @@ def single_process_env():
 
 def fsdp_uniform_dtype(model, dtype: torch.dtype) -> int:
     """FSDP flattens each wrapped unit's parameters into one tensor of one dtype: cast the LoRA
-    parameters (peft keeps them in fp32) to the compute dtype that the 4-bit weights are stored in
-    (`bnb_4bit_quant_storage`), as the FSDP-QLoRA recipes of peft and TRL do. Returns how many."""
+    parameters (peft keeps them in fp32) and anything peft upcast for k-bit training (embeddings,
+    norms) to the compute dtype that the 4-bit weights are stored in (`bnb_4bit_quant_storage`), as
+    the FSDP-QLoRA recipes of peft and TRL do. Returns how many parameters were cast."""
     n = 0
     for p in model.parameters():
-        if p.requires_grad and p.dtype != dtype:
+        if p.is_floating_point() and p.dtype != dtype:
             p.data = p.data.to(dtype)
             n += 1
     return n

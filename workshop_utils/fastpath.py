@@ -363,7 +363,7 @@ def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, 
 # intermediates), and a fully checkpointed step used ~0.6 GiB (bf16) / ~1.9 GiB (fp16 + loss scaling)
 # more than the sum of the parts (allocator blocks, the optimizer's paged buffers, sdpa workspaces).
 ACTIVATION_CALIBRATION = 0.84
-FIXED_OVERHEAD_GIB = {2: 0.85, "fp16": 1.9}  # bf16: 0.6 in the first H200 run, +0.25 in the next two
+FIXED_OVERHEAD_GIB = {2: 0.3, "fp16": 0.3}
 
 
 def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> float:
