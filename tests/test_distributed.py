@@ -122,3 +122,11 @@ def test_fsdp_gets_one_dtype_per_unit():
     assert fsdp_uniform_dtype(model, torch.bfloat16) == 4
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert all(p.requires_grad for p in model[1].parameters())
+
+
+def test_measured_scaling_rows_compare_with_one_gpu():
+    from workshop_utils.distributed import measured_scaling
+
+    rows = {(r["방식"], r["GPU 수"]): r for r in measured_scaling()}
+    assert rows[("DDP", 1)]["1 GPU 대비"] == 1.0 and rows[("DDP", 2)]["1 GPU 대비"] >= 1.8  # issue 9's target
+    assert rows[("FSDP-QLoRA", 2)]["GPU당 최대 할당 GiB"] < rows[("FSDP-QLoRA", 1)]["GPU당 최대 할당 GiB"]

@@ -53,12 +53,15 @@ def split_recipe(name: str) -> tuple[str, str | None]:
 def describe_recipe(name: str) -> str:
     base, attn = split_recipe(name)
     return RECIPES[base] + (f" [attention={attn}]" if attn else "")
-# Run B of docs/benchmarks.md (NVIDIA H200, 2026-11-28, --attention sdpa --steps 3 --warmup 2): shown
-# in notebook 03 next to the estimates. (recipe, tokens/s, peak allocated GiB, micro-batch, accumulation,
-# checkpointed layers of 32, dtype)
-MEASURED_H200 = [("seed", 5833, 72.89, 4, 4, 0, "bf16"), ("hf_gc", 5044, 18.48, 4, 4, 32, "bf16"),
-                 ("default", 8098, 56.64, 8, 2, 0, "bf16"), ("budget8", 3673, 8.09, 2, 8, 31, "bf16"),
-                 ("t4", 3590, 8.85, 2, 8, 32, "fp16")]
+
+# The final run of docs/benchmarks.md (one NVIDIA H200, 2026-11-28, one process per recipe, --steps 3
+# --warmup 2): shown in notebook 03 next to the estimates. (recipe, tokens/s, peak allocated GiB,
+# micro-batch, accumulation, checkpointed layers of 32, dtype, vocabulary offload, attention)
+MEASURED_H200 = [("hf_gc", 3347, 18.48, 4, 4, 32, "bf16", False, "sdpa"),
+                 ("default", 16545, 90.47, 16, 1, 0, "bf16", False, "workshop_varlen"),
+                 ("default@sdpa", 5220, 110.16, 16, 1, 0, "bf16", False, "sdpa"),
+                 ("budget8", 6728, 6.64, 4, 4, 31, "bf16", True, "workshop_varlen"),
+                 ("t4", 4394, 6.10, 4, 4, 32, "fp16", True, "sdpa")]
 
 
 def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> list[dict]:
@@ -69,14 +72,15 @@ def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> lis
 
     base = next(r[1] for r in MEASURED_H200 if r[0] == BASELINE)
     rows = []
-    for name, tps, peak, mb, acc, ck, dtype in MEASURED_H200:
+    for name, tps, peak, mb, acc, ck, dtype, offload, attention in MEASURED_H200:
         est = None
-        if name not in ("seed", "hf_gc"):
+        if split_recipe(name)[0] not in ("seed", BASELINE):
             est = round(fast_path_memory(EXAONE_7_8B, micro_batch_tokens(mb, mean_tokens, p90_tokens), ck,
-                                         fp16=dtype == "fp16")["total"], 2)
-        rows.append({"레시피": name, "설명": RECIPES[name], "tokens/s": tps, "HF+GC 대비": round(tps / base, 2),
-                     "측정 최대 GiB": peak, "추정 GiB": est, "micro-batch x 누적": f"{mb} x {acc}",
-                     "체크포인팅 층": f"{ck}/32", "dtype": dtype})
+                                         fp16=dtype == "fp16", offload_vocab=offload)["total"], 2)
+        rows.append({"레시피": name, "설명": describe_recipe(name), "tokens/s": tps,
+                     "HF+GC 대비": round(tps / base, 2), "측정 최대 GiB": peak, "추정 GiB": est,
+                     "micro-batch x 누적": f"{mb} x {acc}", "체크포인팅 층": f"{ck}/32",
+                     "임베딩·lm_head CPU": "예" if offload else "아니오", "attention": attention, "dtype": dtype})
     return rows
 
 

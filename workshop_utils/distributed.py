@@ -141,3 +141,21 @@ def scaling_table(s: Shape, gpus: list[int], per_device: int = 4, accumulation: 
         rows.append({"GPU 수": n, "유효 배치": eff, "DDP GiB/GPU (추정)": round(ddp, 1),
                      "FSDP-QLoRA GiB/GPU (추정)": round(fsdp, 1)})
     return rows
+
+
+# Measured with `workshop bench` on one machine with 2 NVIDIA H200s (2026-11-28, docs/benchmarks.md),
+# EXAONE-7.8B shape, 16 RAFT-length sequences per GPU and optimizer step. DDP: the default recipe
+# (fast path, micro-batch 16, no checkpointing), 1 GPU and 2 GPUs in the same call. FSDP-QLoRA: the
+# usual HF + checkpointing recipe (padded 4 x 4), 1 GPU without FSDP and 2 GPUs with
+# configs/accelerate/fsdp_qlora.yaml in the same call. tokens/s is the total over the GPUs.
+MEASURED_2X_H200 = [
+    ("DDP", "default", 1, 16239, 92.03), ("DDP", "default", 2, 31890, 90.41),
+    ("FSDP-QLoRA", "hf_gc", 1, 3347, 18.48), ("FSDP-QLoRA", "hf_gc", 2, 4310, 13.69),
+]
+
+
+def measured_scaling() -> list[dict]:
+    """The 2 x H200 measurements: total tokens/s, speed-up over one GPU, peak allocated GiB per GPU."""
+    one = {(s, r): t for s, r, g, t, _ in MEASURED_2X_H200 if g == 1}
+    return [{"방식": s, "레시피": r, "GPU 수": g, "tokens/s (합계)": t, "1 GPU 대비": round(t / one[(s, r)], 2),
+             "GPU당 최대 할당 GiB": peak} for s, r, g, t, peak in MEASURED_2X_H200]
