@@ -214,6 +214,21 @@ def test_bench_runs_on_cpu_and_recipes_agree_on_the_first_loss(tmp_path):
     losses = [r["loss_step1"] for r in rows.values()]
     assert max(losses) - min(losses) < 1e-3 * abs(losses[0])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][2]["recipe"] == "default"
+    assert rows["default"]["attention"] == VARLEN_ATTENTION  # CPU: its per-sequence reference
+
+
+@pytest.mark.slow
+def test_bench_isolates_recipes_in_fresh_processes(tmp_path):
+    """One process per recipe (the GPU default) gives the same rows as in-process, plus an '@' override."""
+    from workshop_utils.bench import run_bench
+
+    res = run_bench(["hf_gc", "default@sdpa"], shape="tiny", steps=1, warmup=1, out=tmp_path, isolate=True)
+    assert res["isolated"] and [r["recipe"] for r in res["rows"]] == ["hf_gc", "default@sdpa"]
+    assert all("error" not in r for r in res["rows"]), res["rows"]
+    assert res["rows"][1]["attention"] == "sdpa" and (tmp_path / "recipes" / "default_at_sdpa" / "bench.json").exists()
+    assert res["rows"][0]["loss_step1"] == pytest.approx(res["rows"][1]["loss_step1"], rel=1e-3)
+    with pytest.raises(ValueError, match="@"):
+        run_bench(["hf_gc@sdpa"], shape="tiny", out=tmp_path)
 
 
 def test_varlen_model_still_generates_padded_batches_like_sdpa(tiny_path):
