@@ -299,3 +299,13 @@ def test_vocab_offload_is_planned_only_where_it_can_run(monkeypatch):
     cfg.train.offload_vocab = "sometimes"
     with pytest.raises(ValueError, match="offload_vocab"):
         plan_fast_path(cfg, cuda_device(16), EXAONE_7_8B, 1062, 1420, 120)
+
+
+def test_plan_table_plans_for_a_gpu_install_whatever_this_machine_has():
+    from workshop_utils.fastpath import plan_table
+
+    rows = {r["GPU"].split()[0]: r for r in plan_table(load_config("smoke"))}  # CPU session, tiny batch
+    assert rows["H200"]["micro-batch x 누적"] == "16 x 1" and rows["H200"]["체크포인팅"] == "off"
+    assert rows["H200"]["어텐션"] == VARLEN_ATTENTION
+    t4 = rows["T4"]
+    assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "sdpa", "CPU") and t4["예상 최대 GiB"] <= 8

@@ -302,14 +302,22 @@ def register_varlen_attention() -> str:
     return VARLEN_ATTENTION
 
 
+def _no_ampere_gpu(what: str) -> str | None:
+    """Why this machine cannot run compute-capability-8.0 attention kernels (None if it can)."""
+    if not torch.cuda.is_available():
+        return "CUDA 없음"
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        return f"compute capability {major}.{minor} < 8.0 (T4/V100): {what} → sdpa"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def varlen_attention_works(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, str]:
     """Does torch's varlen flash kernel run (forward + backward) on this GPU and match sdpa?"""
-    if not torch.cuda.is_available():
-        return False, "CUDA 없음"
-    major, minor = torch.cuda.get_device_capability()
-    if major < 8:
-        return False, f"compute capability {major}.{minor} < 8.0 (T4/V100): flash 커널 없음 → sdpa"
+    missing = _no_ampere_gpu("flash 커널 없음")
+    if missing:
+        return False, missing
     if _varlen_kernel()[0] is None:
         return False, f"torch {torch.__version__}에 torch.nn.attention.varlen 없음 (2.10 이상 필요) → sdpa"
     try:
@@ -331,11 +339,9 @@ def varlen_attention_works(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, s
 @functools.lru_cache(maxsize=None)
 def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, str]:
     """Try flex_attention (compiled, forward + backward) on a tiny packed input on this GPU."""
-    if not torch.cuda.is_available():
-        return False, "CUDA 없음"
-    major, minor = torch.cuda.get_device_capability()
-    if major < 8:
-        return False, f"compute capability {major}.{minor} < 8.0 (T4/V100): flex_attention 커널 미지원 → sdpa"
+    missing = _no_ampere_gpu("flex_attention 커널 미지원")
+    if missing:
+        return False, missing
     import time
 
     t0 = time.perf_counter()
@@ -508,14 +514,16 @@ def fast_path_off_reason(cfg, device) -> str | None:
 
 
 def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int | None = None,
-                   completion_tokens: int = 0, budget_gib: float | None = None) -> FastPlan:
+                   completion_tokens: int = 0, budget_gib: float | None = None,
+                   kernels: tuple[bool, bool] | None = None) -> FastPlan:
     """Decide the fast path's parts for this run.
 
     `mean_tokens`/`p90_tokens`: token lengths of the training sequences; `shape`: the model's shape.
     The effective batch (micro-batch x accumulation, the seed's 4 x 4 = 16) is kept; the micro-batch
     and the number of checkpointed layers are chosen together: for each micro-batch the fewest
     checkpointed layers that fit the memory budget, then the pair with the lowest estimated step time
-    (`step_cost`).
+    (`step_cost`). `kernels` = (Liger installed, varlen kernel runs) for planning another machine's
+    GPU (plan_table); by default this machine is probed.
     """
     t = cfg.train
     p90_tokens = p90_tokens or mean_tokens
@@ -535,7 +543,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
                  else "메모리 예산 안에서 가장 빠른 구성")
     plan.padding_free = bool(t.padding_free)
     r["padding_free"] = "패딩 없는 배치 (RAFT 길이 편차만큼 계산 절약)" if plan.padding_free else "설정에서 끔"
-    if t.liger_kernels and on_cuda and liger_available():
+    has_liger, has_varlen = kernels or (liger_available(), None)
+    if t.liger_kernels and on_cuda and has_liger:
         plan.liger = True
         r["liger"] = "rope·RMSNorm·SwiGLU·fused linear CE (logits를 만들지 않음)"
     else:
@@ -554,7 +563,9 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         # not get through its warm-up steps in 10 minutes.
         plan.attention = VARLEN_ATTENTION
     if plan.attention == VARLEN_ATTENTION:
-        ok, why = varlen_attention_works(device.dtype) if on_cuda else (True, "CPU: 시퀀스별 sdpa (참조 구현)")
+        ok, why = (varlen_attention_works(device.dtype) if on_cuda and has_varlen is None else
+                   (True, "CPU: 시퀀스별 sdpa (참조 구현)") if not on_cuda else
+                   (has_varlen, "varlen flash attention" if has_varlen else "varlen 커널 없음 → sdpa"))
         if not ok:
             plan.attention = "sdpa"
         r["attention"] = why
@@ -671,20 +682,28 @@ TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 
 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
                completion_tokens: int = 120) -> list[dict]:
-    """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences."""
+    """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
+    (with the GPU install: Liger kernels, and the varlen kernel on compute capability >= 8.0 cards)."""
     import copy
 
+    from .config import load_config
     from .env import DeviceChoice
     from .memory import EXAONE_7_8B
 
     shape = shape or EXAONE_7_8B
+    full = load_config("full").train
     rows = []
     for name, vram, bf16 in TYPICAL_GPUS:
         c = copy.deepcopy(cfg)
         c.train.fast_path = "on"
+        # the seed's batch (size full), whatever size this session runs
+        c.train.per_device_train_batch_size = full.per_device_train_batch_size
+        c.train.gradient_accumulation_steps = full.gradient_accumulation_steps
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
-        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens)
+        # as installed on a GPU machine (`make` adds liger-kernel there); flash kernels need bf16-class cards
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16))
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
+                     "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",
                      "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
     return rows
