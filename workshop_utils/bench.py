@@ -25,10 +25,6 @@ import random
 import time
 from pathlib import Path
 
-import torch
-
-from .prompts import IGNORE_INDEX
-
 RECIPES = {
     "seed": "시드 레시피 그대로 (패딩 배치 4x4, 체크포인팅 없음, 전체 logits)",
     "hf_gc": "HF + gradient checkpointing (24GB 이하 카드의 통상 레시피) = 기준",
@@ -76,7 +72,7 @@ def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> lis
         est = None
         if split_recipe(name)[0] not in ("seed", BASELINE):
             est = round(fast_path_memory(EXAONE_7_8B, micro_batch_tokens(mb, mean_tokens, p90_tokens), ck,
-                                         fp16=dtype == "fp16", offload_vocab=offload)["total"], 2)
+                                         offload_vocab=offload)["total"], 2)
         rows.append({"레시피": name, "설명": describe_recipe(name), "tokens/s": tps,
                      "HF+GC 대비": round(tps / base, 2), "측정 최대 GiB": peak, "추정 GiB": est,
                      "micro-batch x 누적": f"{mb} x {acc}", "체크포인팅 층": f"{ck}/32",
@@ -94,6 +90,8 @@ def synthetic_raft(n: int, vocab: int, avoid: set[int], mean: int = 1050, sd: in
                    hi: int = 2048, answer: tuple[int, int] = (48, 192), seed: int = 0) -> list[dict]:
     """Token sequences with RAFT-like lengths: prompt (instruction + 5 documents + question) masked,
     answer (+ end of turn) labelled. Token ids avoid the special/pad ids."""
+    from .prompts import IGNORE_INDEX
+
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -119,6 +117,7 @@ class StepTimer:
     step, and the Trainer's non-padding token count is read at the same two points."""
 
     def __init__(self, warmup: int, end: int):
+        import torch
         from transformers import TrainerCallback
 
         self.warmup, self.end = warmup, end
@@ -156,6 +155,8 @@ class StepTimer:
 
 
 def _sync():
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -192,6 +193,7 @@ class StepProfiler:
     and writes the kernels that took the most GPU time."""
 
     def __init__(self, after: int, path: Path):
+        import torch
         from transformers import TrainerCallback
 
         prof = self
@@ -219,6 +221,7 @@ class StepProfiler:
 def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: int, out_dir: Path,
                cache: dict, profile: bool = False, attention: str = "auto") -> dict:
     """Load (or reuse) the model, train `warmup + steps` optimizer steps, measure (+1 profiled step)."""
+    import torch
     from datasets import Dataset
 
     from .models import load_model
@@ -292,6 +295,8 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
 
 
 def environment() -> dict:
+    import torch
+
     from .env import package_version
 
     env = {"python": platform.python_version(), "platform": platform.platform()}
@@ -310,6 +315,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
               seed: int = 0, profile: list[str] | None = None, attention: str = "auto",
               isolate: bool | None = None) -> dict:
     """Run the recipes, print the table, write `out/bench.json` after every recipe."""
+    import torch
+
     from .distributed import dist_info, is_main_process
     from .models import load_tokenizer, model_path, parse_random_spec, resolve_model
 

@@ -57,13 +57,6 @@ def is_main_process() -> bool:
     return dist_info().is_main
 
 
-def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 @contextlib.contextmanager
 def main_process_first():
     """Run the block on rank 0 first, then on the others (e.g. data preparation that writes files)."""

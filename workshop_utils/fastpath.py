@@ -366,10 +366,12 @@ def flex_attention_compiles(dtype: torch.dtype = torch.bfloat16) -> tuple[bool, 
 # --- memory plan ---------------------------------------------------------------------------------------
 # Calibration against `workshop bench` on an H200 (EXAONE-7.8B shape, docs/benchmarks.md): a layer
 # without checkpointing kept 0.84x the textbook estimate (Liger's SwiGLU/RMSNorm recompute cheap
-# intermediates), and a fully checkpointed step used ~0.6 GiB (bf16) / ~1.9 GiB (fp16 + loss scaling)
-# more than the sum of the parts (allocator blocks, the optimizer's paged buffers, sdpa workspaces).
+# intermediates); ~0.3 GiB on top of the parts for allocator blocks, the optimizer's paged buffers and
+# attention workspaces, bf16 and fp16 alike (an earlier fp16-only 1.9 GiB was memory left by the
+# previous recipe in the same process, see bench --isolate). With one process per recipe the estimates
+# stay 0.5-1 GiB above the measured peaks on small budgets.
 ACTIVATION_CALIBRATION = 0.84
-FIXED_OVERHEAD_GIB = {2: 0.3, "fp16": 0.3}
+FIXED_OVERHEAD_GIB = 0.3
 
 
 def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> float:
@@ -382,7 +384,7 @@ def layer_activation_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> f
 def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
                      targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                      fused_loss: bool = True, completion_tokens: int = 0, bytes_per_value: int = 2,
-                     fp16: bool = False, offload_vocab: bool = False) -> dict:
+                     offload_vocab: bool = False) -> dict:
     """Estimated peak GiB of one training step of the fast path (NF4 weights, embeddings in 16 bits;
     with `offload_vocab` the embedding and lm_head stay in CPU memory, the lm_head visiting the GPU
     at the end of each forward)."""
@@ -398,13 +400,12 @@ def fast_path_memory(s: Shape, tokens: int, checkpoint_layers: int, r: int = 16,
     parts = {"activations": acts, "working": working, "loss": logits}
     weights = fixed["weights"]
     if offload_vocab:
-        head = s.vocab * s.hidden * bytes_per_value
-        weights -= (head if s.tied_embeddings else 2 * head) / GIB
+        weights -= vocab_gib(s, bytes_per_value)
         # the lm_head is back on the GPU at the end of the forward, next to that moment's working set
-        parts["lm_head (forward end)"] = max(0.0, head - working)
+        parts["lm_head (forward end)"] = max(0.0, s.vocab * s.hidden * bytes_per_value - working)
     out = {"weights": weights, "lora+grad+optim": fixed["lora+grad+optim"],
            **{k: v / GIB for k, v in parts.items()}}
-    out["overhead"] = FIXED_OVERHEAD_GIB["fp16" if fp16 else 2]
+    out["overhead"] = FIXED_OVERHEAD_GIB
     out["total"] = sum(out.values())
     return out
 
@@ -594,7 +595,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     def est(m, ck, off=False):
         return fast_path_memory(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), ck, cfg.lora.r,
                                 tuple(cfg.lora.target_modules), plan.liger, m * completion_tokens,
-                                fp16=device.dtype == torch.float16, offload_vocab=off)["total"]
+                                offload_vocab=off)["total"]
 
     best = None
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
