@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 
 comma := ,
 
-.PHONY: install run test test-unit test-notebooks lock data strip clean
+.PHONY: install run test test-unit test-notebooks lint lock data strip clean
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
 $(PY):
@@ -46,8 +46,12 @@ run: $(STAMP)
 	$(VENV)/bin/workshop run
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 test-unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS)

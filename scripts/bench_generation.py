@@ -22,9 +22,9 @@ def main() -> None:
 
     from workshop_utils.config import load_config
     from workshop_utils.data.prepare import load_splits
-    from workshop_utils.generation import generate
-    from workshop_utils.models import load_model
-    from workshop_utils.prompts import render_prompt
+    from workshop_utils.data.prompts import render_prompt
+    from workshop_utils.evaluate.generation import generate
+    from workshop_utils.model.load import load_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)

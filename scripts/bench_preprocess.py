@@ -18,11 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workshop_utils.data.io import RawRecord  # noqa: E402
-from workshop_utils.data.raft import Corpus, RaftOptions, to_raft  # noqa: E402
-from workshop_utils.data.schema import validate  # noqa: E402
-from workshop_utils.data.split import assign_splits  # noqa: E402
-from workshop_utils.quality import near_duplicates  # noqa: E402
+from workshop_utils.config import DataSettings
+from workshop_utils.data.io import RawRecord
+from workshop_utils.data.quality.duplicates import near_duplicates
+from workshop_utils.data.raft import Corpus, to_raft
+from workshop_utils.data.schema import validate
+from workshop_utils.data.split import assign_splits
 
 
 def synthetic(n: int, seed: int = 0) -> list[RawRecord]:
@@ -64,7 +65,7 @@ def run(n: int, hard_method: str = "topic") -> dict:
     t = time.perf_counter()
     split_of, _ = assign_splits(recs)
     corpus = Corpus.from_records(recs)
-    splits = to_raft(recs, split_of, RaftOptions(num_distractors=4, hard_method=hard_method), corpus)
+    splits = to_raft(recs, split_of, DataSettings(num_distractors=4, hard_method=hard_method), corpus)
     times["raft (k=4)"] = time.perf_counter() - t
     t = time.perf_counter()
     near = near_duplicates(recs, ("question",), threshold=0.8)

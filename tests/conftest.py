@@ -30,14 +30,14 @@ def tiny_cfg(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def offline_dir():
-    from workshop_utils.models import offline_model_dir
+    from workshop_utils.model.sources import offline_model_dir
 
     return offline_model_dir()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(offline_dir):
-    from workshop_utils.models import load_tokenizer
+    from workshop_utils.model.load import load_tokenizer
 
     return load_tokenizer(str(offline_dir))
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from workshop_utils.config import load_config
-from workshop_utils.custom import fit_schedule, total_steps
+from workshop_utils.train.schedule import fit_schedule, total_steps
 
 
 def test_total_steps_counts_like_the_trainer(tmp_path):
@@ -34,8 +34,8 @@ def test_fit_schedule_leaves_a_run_that_already_fits_alone(tmp_path):
 
 
 def test_fitted_schedule_is_valid_for_early_stopping(tmp_path):
-    from workshop_utils.env import choose_device
-    from workshop_utils.training import training_arguments
+    from workshop_utils.runtime.device import choose_device
+    from workshop_utils.train.trainer import training_arguments
 
     cfg = load_config(size="full", build_dir=str(tmp_path))
     cfg.train.early_stopping_patience = 2
@@ -45,7 +45,7 @@ def test_fitted_schedule_is_valid_for_early_stopping(tmp_path):
 
 
 def test_split_leakage_finds_documents_shared_between_splits():
-    from workshop_utils.custom import split_leakage
+    from workshop_utils.data.quality.checks import split_leakage
 
     splits = {"train": [{"golden_doc_id": "a"}, {"golden_doc_id": "b"}], "validation": [{"golden_doc_id": "b"}],
               "test": [{"golden_doc_id": "c"}]}
@@ -55,7 +55,7 @@ def test_split_leakage_finds_documents_shared_between_splits():
 
 def test_experiment_log_names_the_model_even_without_extra(tmp_path, monkeypatch):
     from workshop_utils.config import OFFLINE_MODEL_ID, load_config
-    from workshop_utils.tracking import write_experiment_log
+    from workshop_utils.train.tracking import write_experiment_log
 
     monkeypatch.delenv("WORKSHOP_MODEL", raising=False)
     cfg = load_config("tiny")

@@ -75,7 +75,7 @@ def test_no_document_is_referenced_from_two_splits(clean, root):
 
 
 def test_clean_data_has_no_pii(clean):
-    from workshop_utils.quality import scan_pii
+    from workshop_utils.data.quality.pii import scan_pii
 
     _, _, report = clean
     hits = scan_pii([x.data for x in report.kept])

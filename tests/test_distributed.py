@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from workshop_utils.distributed import dist_info, effective_batch, memory_per_gpu, scaling_table
-from workshop_utils.memory import EXAONE_7_8B
+from workshop_utils.model.shape import EXAONE_7_8B
+from workshop_utils.runtime.distributed import dist_info, effective_batch
+from workshop_utils.train.memory import estimate, scaling_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +37,11 @@ def test_effective_batch_is_the_seeds_formula():
 
 
 def test_fsdp_shards_weights_ddp_does_not():
-    ddp = memory_per_gpu(EXAONE_7_8B, 4, "ddp")
-    fsdp = memory_per_gpu(EXAONE_7_8B, 4, "fsdp")
+    ddp = estimate(EXAONE_7_8B, 4096, checkpoint_layers=32, gpus=4, strategy="ddp")
+    fsdp = estimate(EXAONE_7_8B, 4096, checkpoint_layers=32, gpus=4, strategy="fsdp")
     assert fsdp["weights"] < ddp["weights"] / 2 and fsdp["total"] < ddp["total"]
-    assert memory_per_gpu(EXAONE_7_8B, 1, "fsdp")["total"] == pytest.approx(ddp["total"])
+    assert estimate(EXAONE_7_8B, 4096, checkpoint_layers=32, gpus=1, strategy="fsdp")["total"] == pytest.approx(
+        ddp["total"])
     rows = scaling_table(EXAONE_7_8B, [1, 2, 4])
     assert [r["유효 배치"] for r in rows] == [16, 32, 64]
     assert rows[2]["FSDP-QLoRA GiB/GPU (추정)"] < rows[2]["DDP GiB/GPU (추정)"]
@@ -87,7 +89,7 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     from peft import PeftModel
 
     from workshop_utils.config import ModelSettings
-    from workshop_utils.models import load_model
+    from workshop_utils.model.load import load_model
 
     loaded = load_model(ModelSettings(), verbose=False)
     model = PeftModel.from_pretrained(loaded.model, str(run / "adapter"))
@@ -98,8 +100,8 @@ def test_fsdp_launch_stores_4bit_weights_in_the_compute_dtype(monkeypatch):
     import torch
 
     from workshop_utils.config import ModelSettings
-    from workshop_utils.distributed import single_process_env
-    from workshop_utils.models import bnb_config
+    from workshop_utils.model.load import bnb_config
+    from workshop_utils.runtime.distributed import single_process_env
 
     assert bnb_config(ModelSettings(), torch.bfloat16, fsdp=True).bnb_4bit_quant_storage == torch.bfloat16
     assert bnb_config(ModelSettings(), torch.bfloat16).bnb_4bit_quant_storage == torch.uint8
@@ -113,7 +115,7 @@ def test_fsdp_gets_one_dtype_per_unit():
     """FSDP flattens a unit's parameters into one tensor: the fp32 LoRA weights join the bf16 storage."""
     import torch
 
-    from workshop_utils.distributed import fsdp_uniform_dtype
+    from workshop_utils.train.trainer import fsdp_uniform_dtype
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4).to(torch.bfloat16), torch.nn.Linear(4, 2),
                                 torch.nn.LayerNorm(2))
@@ -125,7 +127,7 @@ def test_fsdp_gets_one_dtype_per_unit():
 
 
 def test_measured_scaling_rows_compare_with_one_gpu():
-    from workshop_utils.distributed import measured_scaling
+    from workshop_utils.teaching.fine_tuning import measured_scaling
 
     rows = {(r["방식"], r["GPU 수"]): r for r in measured_scaling()}
     assert rows[("DDP", 1)]["1 GPU 대비"] == 1.0 and rows[("DDP", 2)]["1 GPU 대비"] >= 1.8  # issue 9's target

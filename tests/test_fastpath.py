@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from workshop_utils.config import LoraSettings, ModelSettings, load_config
-from workshop_utils.env import DeviceChoice
-from workshop_utils import fastpath
-from workshop_utils.fastpath import (VARLEN_ATTENTION, FastPlan, FlatteningCollator, fast_completion_loss,
-                                     fast_path_memory, plan_fast_path, prepare_fast_model, set_checkpointing)
-from workshop_utils.memory import EXAONE_7_8B
-from workshop_utils.prompts import IGNORE_INDEX, CompletionCollator
+from workshop_utils.data.prompts import IGNORE_INDEX
+from workshop_utils.model import attention
+from workshop_utils.model.attention import (VARLEN_ATTENTION, _cuda_varlen, _reference_varlen,
+                                            register_varlen_attention, varlen_attention_forward)
+from workshop_utils.model.shape import EXAONE_7_8B
+from workshop_utils.runtime.device import DeviceChoice
+from workshop_utils.train.collators import CompletionCollator, FlatteningCollator
+from workshop_utils.train.fastpath import plan as plan_mod
+from workshop_utils.train.fastpath.apply import prepare_fast_model, set_checkpointing
+from workshop_utils.train.fastpath.offload import VocabOffload
+from workshop_utils.train.fastpath.plan import FastPlan, plan_fast_path
+from workshop_utils.train.loss import fast_completion_loss
+from workshop_utils.train.memory import estimate
 
 TINY = "random:exaone:layers=3,hidden=64,intermediate=128,heads=4,kv_heads=2"
 
@@ -53,14 +60,14 @@ def _qkv(hq=8, hkv=2, t=60, d=16):
 
 
 def test_varlen_attention_keeps_each_sequence_to_itself():
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     q, k, v = _qkv()
     cu = [0, 25, 60]
     attn = SimpleNamespace(num_key_value_groups=4)  # the attention module's GQA setting
-    out, _ = fastpath.varlen_attention_forward(attn, q, k, v, None, scaling=0.25,
+    out, _ = varlen_attention_forward(attn, q, k, v, None, scaling=0.25,
                                                cu_seq_lens_q=torch.tensor(cu, dtype=torch.int32), max_length_q=35)
     assert out.shape == (1, 60, 8, 16)
     for a, b in zip(cu[:-1], cu[1:]):  # each sequence alone through transformers' sdpa (GQA, causal)
@@ -79,21 +86,21 @@ def test_cuda_varlen_adapts_to_the_installed_torch_signature(monkeypatch, params
         seen.update(kw, heads=(q.shape[1], k.shape[1]))
         causal = kw.get("window_size") == (-1, 0) or kw.get("is_causal") is True
         assert causal and max_q == max_k == 35
-        return fastpath._reference_varlen(q, k, v, cu_q.tolist(), kw["scale"])
+        return _reference_varlen(q, k, v, cu_q.tolist(), kw["scale"])
 
-    monkeypatch.setattr(fastpath, "_varlen_kernel", lambda: (fake, frozenset(params)))
+    monkeypatch.setattr(attention, "_varlen_kernel", lambda: (fake, frozenset(params)))
     q, k, v = (x[0].transpose(0, 1) for x in _qkv())
-    out = fastpath._cuda_varlen(q, k, v, torch.tensor([0, 25, 60], dtype=torch.int32), 35, 0.25)
-    assert torch.allclose(out, fastpath._reference_varlen(q, k, v, [0, 25, 60], 0.25), atol=1e-6)
+    out = _cuda_varlen(q, k, v, torch.tensor([0, 25, 60], dtype=torch.int32), 35, 0.25)
+    assert torch.allclose(out, _reference_varlen(q, k, v, [0, 25, 60], 0.25), atol=1e-6)
     # GQA: the kernel's own flag where it has one, else the key/value heads repeated
     assert seen["heads"] == ((8, 2) if "enable_gqa" in params else (8, 8))
 
 
 def test_plan_picks_varlen_where_the_kernel_runs_else_sdpa(monkeypatch):
     cfg = load_config("full")
-    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (True, "ok"))
+    monkeypatch.setattr(plan_mod, "varlen_attention_works", lambda dtype: (True, "ok"))
     assert plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060).attention == VARLEN_ATTENTION
-    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (False, "no kernel"))
+    monkeypatch.setattr(plan_mod, "varlen_attention_works", lambda dtype: (False, "no kernel"))
     plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
     assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel"
 
@@ -133,21 +140,21 @@ def test_16gb_mode_on_fp16_gpus():
 
 
 def test_memory_estimate_grows_with_uncheckpointed_layers():
-    a = fast_path_memory(EXAONE_7_8B, 4096, 32)["total"]
-    b = fast_path_memory(EXAONE_7_8B, 4096, 16)["total"]
-    c = fast_path_memory(EXAONE_7_8B, 4096, 0)["total"]
+    a, b, c = (estimate(EXAONE_7_8B, 4096, checkpoint_layers=ck, fused_loss=True)["total"] for ck in (32, 16, 0))
     assert a < b < c
 
 
 @pytest.fixture(scope="module")
 def tiny_path():
-    from workshop_utils.models import model_path, resolve_model
+    from workshop_utils.model.choice import resolve_model
+    from workshop_utils.model.load import model_path
 
     return model_path(resolve_model(ModelSettings(model_id=TINY)), verbose=False)
 
 
 def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0, attention: str = "sdpa"):
-    from workshop_utils.models import apply_lora, load_model
+    from workshop_utils.model.load import load_model
+    from workshop_utils.model.lora import apply_lora
 
     loaded = load_model(ModelSettings(model_id=TINY, compute_dtype="float32"), verbose=False)
     lora = LoraSettings(lora_dropout=0.0)
@@ -235,7 +242,7 @@ def test_varlen_model_still_generates_padded_batches_like_sdpa(tiny_path):
     """Without packed boundaries (generation, padded batches) workshop_varlen is sdpa with the mask."""
     from transformers import AutoModelForCausalLM
 
-    fastpath.register_varlen_attention()
+    register_varlen_attention()
     model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
     batch = CompletionCollator(0)(features())
     with torch.no_grad():
@@ -262,7 +269,7 @@ def test_vocab_offload_keeps_loss_and_gradients_and_restores_the_model(tiny_path
     base = model.get_base_model()
     emb, head = base.get_input_embeddings(), base.get_output_embeddings()
     weights = emb.weight.detach().clone(), head.weight.detach().clone()
-    with fastpath.VocabOffload(model) as off:
+    with VocabOffload(model) as off:
         assert "forward" in vars(emb) and len(off.handles) == 2
         assert emb.weight.numel() == 0 and head.weight.numel() == 0  # placeholders between forwards
         seen = []
@@ -280,8 +287,8 @@ def test_vocab_offload_keeps_loss_and_gradients_and_restores_the_model(tiny_path
 
 def test_vocab_offload_is_planned_only_where_it_can_run(monkeypatch):
     cfg = load_config("full")
-    monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (True, "ok"))
-    monkeypatch.setattr(fastpath, "liger_available", lambda: True)
+    monkeypatch.setattr(plan_mod, "varlen_attention_works", lambda dtype: (True, "ok"))
+    monkeypatch.setattr(plan_mod, "liger_available", lambda: True)
     cfg.train.memory_budget_gib = 8.0
     tight = plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1062, 1420, 120)
     assert tight.offload_vocab and tight.estimate_gib <= 8.0
@@ -302,7 +309,7 @@ def test_vocab_offload_is_planned_only_where_it_can_run(monkeypatch):
 
 
 def test_plan_table_plans_for_a_gpu_install_whatever_this_machine_has():
-    from workshop_utils.fastpath import plan_table
+    from workshop_utils.teaching.fine_tuning import plan_table
 
     rows = {r["GPU"].split()[0]: r for r in plan_table(load_config("smoke"))}  # CPU session, tiny batch
     assert rows["H200"]["micro-batch x 누적"] == "16 x 1" and rows["H200"]["체크포인팅"] == "off"

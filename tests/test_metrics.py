@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from workshop_utils.metrics import bleu, char_f1, compute_metrics, exact_match, overlap_table, rouge
+from workshop_utils.evaluate.metrics import bleu, char_f1, compute_metrics, exact_match, rouge
+from workshop_utils.teaching.evaluation import overlap_table
 
 KO = "문맥에 따르면 서울의 인구는 약 천만 명입니다."
 

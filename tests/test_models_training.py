@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from workshop_utils.config import RAFT_INSTRUCTION, load_config
-from workshop_utils.models import (RepackedModelError, apply_lora, assert_trainable_4bit, bnb_config,
-                                   exaone_like_tokenizer, load_model, load_tokenizer, repacked_4bit_modules)
-from workshop_utils.prompts import IGNORE_INDEX, CompletionCollator, end_of_turn_token, render_prompt, tokenize_example
+from workshop_utils.data.prompts import IGNORE_INDEX, end_of_turn_token, render_prompt, tokenize_example
+from workshop_utils.model.cpu4bit import RepackedModelError, assert_trainable_4bit, repacked_4bit_modules
+from workshop_utils.model.load import bnb_config, load_model
+from workshop_utils.model.sources import exaone_like_tokenizer
+from workshop_utils.train.collators import CompletionCollator
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +151,7 @@ def test_every_training_example_keeps_its_eos_label_even_when_pad_equals_eos(tok
 
 
 def test_completion_only_logits_give_the_same_loss_and_gradients(offline_dir, tokenizer):
-    from workshop_utils.training import completion_loss
+    from workshop_utils.train.loss import completion_loss
 
     feats = [tokenize_example(tokenizer, ex, 256).__dict__ for ex in SHORT[:3]]
     batch = CompletionCollator(tokenizer.pad_token_id)(feats)
@@ -177,8 +179,8 @@ def test_completion_only_logits_give_the_same_loss_and_gradients(offline_dir, to
 
 
 def test_training_arguments_follow_transformers_5_and_the_device(tmp_path):
-    from workshop_utils.env import DeviceChoice, choose_device
-    from workshop_utils.training import precision_flags, training_arguments
+    from workshop_utils.runtime.device import DeviceChoice, choose_device
+    from workshop_utils.train.trainer import precision_flags, training_arguments
 
     assert precision_flags(DeviceChoice("cuda", torch.float16, "T4")) == {"bf16": False, "fp16": True}
     assert precision_flags(DeviceChoice("cuda", torch.bfloat16, "A100")) == {"bf16": True, "fp16": False}
@@ -194,7 +196,8 @@ def test_training_arguments_follow_transformers_5_and_the_device(tmp_path):
 def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokenizer):
     from transformers import TrainerCallback
 
-    from workshop_utils.training import train
+    from workshop_utils.train.runs import list_runs
+    from workshop_utils.train.trainer import train
 
     class Interrupt(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -205,15 +208,16 @@ def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokeniz
     splits = {"train": SHORT, "validation": []}
     with pytest.raises(KeyboardInterrupt):
         train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=False, callbacks=[Interrupt()])
-    assert (cfg.run_dir / "checkpoint-2").is_dir()
+    (run,) = list_runs(cfg)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2"] and not run.complete
     _, res = train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=True)
-    assert res.resumed_from.endswith("checkpoint-2") and res.steps == 4
-    assert (cfg.run_dir / "adapter" / "adapter_config.json").exists()
+    assert res.resumed_from.endswith("checkpoint-2") and res.steps == 4 and res.run_dir == str(run.path)
+    assert (run.path / "adapter" / "adapter_config.json").exists()
 
 
 def test_tuned_model_learns_to_stop(tmp_path, tokenizer):
-    from workshop_utils.generation import answer_examples
-    from workshop_utils.training import train
+    from workshop_utils.evaluate.generation import answer_examples
+    from workshop_utils.train.trainer import train
 
     cfg = tiny_cfg(tmp_path, max_steps=24, learning_rate=3e-3, per_device_train_batch_size=2, warmup_steps=2,
                    logging_steps=4, save_steps=1000)

@@ -11,10 +11,11 @@ EXAMPLE = {"id": "x", "instruction": RAFT_INSTRUCTION, "context": ["사내식당
 
 
 def test_compare_with_seed_shows_the_transformers_5_names_and_values(tmp_path):
-    from workshop_utils.env import DeviceChoice
     import torch
 
-    from workshop_utils.training import compare_with_seed, training_arguments
+    from workshop_utils.runtime.device import DeviceChoice
+    from workshop_utils.teaching.fine_tuning import compare_with_seed
+    from workshop_utils.train.trainer import training_arguments
 
     cfg = load_config(size="full", build_dir=str(tmp_path))
     args = training_arguments(cfg, DeviceChoice("cuda", torch.float16, "T4"), gradient_checkpointing=True,
@@ -30,7 +31,7 @@ def test_compare_with_seed_shows_the_transformers_5_names_and_values(tmp_path):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    from workshop_utils.training import lr_schedule
+    from workshop_utils.train.schedule import lr_schedule
 
     lrs = lr_schedule(2e-4, 10, 100)
     assert len(lrs) == 100 and lrs[0] == 0.0
@@ -41,7 +42,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 @pytest.mark.slow
 def test_label_comparison_keeps_eos_where_the_lm_collator_masks_it(tokenizer):
-    from workshop_utils.prompts import IGNORE_INDEX, label_comparison
+    from workshop_utils.data.prompts import IGNORE_INDEX
+    from workshop_utils.teaching.fine_tuning import label_comparison
 
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     rows = label_comparison(tokenizer, EXAMPLE, 512)
@@ -55,7 +57,7 @@ def test_label_comparison_keeps_eos_where_the_lm_collator_masks_it(tokenizer):
 
 
 def test_push_without_repo_id_writes_the_card_and_says_why(tmp_path):
-    from workshop_utils.publish import push_adapter
+    from workshop_utils.report.publish import push_adapter
 
     res = push_adapter(tmp_path, None, "# card")
     assert res["pushed"] is False and "repo_id" in res["reason"]
@@ -63,7 +65,7 @@ def test_push_without_repo_id_writes_the_card_and_says_why(tmp_path):
 
 
 def test_discussion_rows_put_the_numbers_next_to_each_question():
-    from workshop_utils.report import DISCUSSION, discussion_rows
+    from workshop_utils.report.run_report import DISCUSSION, discussion_rows
 
     m = {"rouge1": 0.5, "rouge2": 0.2, "cosine": 0.8, "bleu": 12.0, "exact_match": 0.0, "f1": 0.4}
     rows = discussion_rows({"golden_distractors": {"base": m, "tuned": dict(m, rouge2=0.3)}})

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import random
 import unicodedata
 
 import pytest
 
 from workshop_utils.config import NO_ANSWER_TEXT, DataSettings
-from workshop_utils.data import (RaftOptions, load_raw, normalize_text, prepare, to_raft, truncate_document,
-                                 validate)
+from workshop_utils.data import load_raw, normalize_text, prepare, to_raft, truncate_document, validate
 from workshop_utils.data.io import detect_encoding
 from workshop_utils.data.raft import Corpus, evidence_sentences, final_answer
 from workshop_utils.data.split import assign_splits, doc_key, hash_split
@@ -168,7 +166,7 @@ def test_raft_hard_distractors_and_cot_option():
             recs.append({"id": f"{t}-{i}", "doc_id": f"{t}-{i:03d}", "topic": t, "question": f"{t} 규정 {i}번의 처리 기한은?",
                          "context": doc, "answer": f"문맥에 따르면 {i + 2}일입니다."})
     split_of = {doc_key(r): "train" for r in recs}
-    opts = RaftOptions(num_distractors=4, hard_distractor_fraction=0.5, oracle_fraction=1.0, add_cot=True,
+    opts = DataSettings(num_distractors=4, hard_distractor_fraction=0.5, oracle_fraction=1.0, add_cot=True,
                        hard_method="topic", seed=1)
     out = to_raft(recs, split_of, opts)["train"]
     corpus = Corpus.from_records(recs)
@@ -176,14 +174,14 @@ def test_raft_hard_distractors_and_cot_option():
         same_topic = sum(corpus.topics[d] == e["topic"] for d in e["doc_ids"] if d != e["golden_doc_id"])
         assert len(e["doc_ids"]) == 5 and same_topic >= 2
         assert "##begin_quote##" in e["cot"] and final_answer(e["cot"]) == e["answer"]
-    bm = to_raft(recs, split_of, RaftOptions(num_distractors=2, hard_distractor_fraction=1.0, oracle_fraction=1.0,
+    bm = to_raft(recs, split_of, DataSettings(num_distractors=2, hard_distractor_fraction=1.0, oracle_fraction=1.0,
                                               add_cot=False))["train"]
     assert all("cot" not in e for e in bm)
 
 
 def test_prepare_writes_outputs_and_counts_add_up(tmp_path, root):
     res = prepare([root / "data" / "raw", root / "data" / "dirty"], tmp_path, DataSettings(num_distractors=1))
-    s = json.loads((tmp_path / "prepare_summary.json").read_text())
+    s = json.loads((tmp_path / "manifest.json").read_text())
     assert s["read"] == s["kept"] + s["rejected"] and s["rejected"] > 0
     assert sum(s["by_reason"].values()) == s["rejected"]
     lines = (tmp_path / "rejects.jsonl").read_text(encoding="utf-8").splitlines()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from workshop_utils.publish import merge_memory_gib, model_card, push_adapter
+from workshop_utils.report.publish import merge_memory_gib, model_card, push_adapter
 
 
 def test_push_without_token_writes_the_card_locally(tmp_path, monkeypatch):
@@ -28,7 +28,7 @@ def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, caps
     from workshop_utils.config import load_config
     from workshop_utils.pipeline import run
 
-    monkeypatch.setenv("WORKSHOP_ROOT", str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
     cfg = load_config(size="tiny", build_dir=str(tmp_path / "build"))
     cfg.eval.settings = ["golden_distractors", "rag_topk"]
     summary = run(cfg, progress=False)
@@ -40,5 +40,7 @@ def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, caps
     for key in ("rouge1", "rouge2", "rougeL", "bleu", "cosine"):
         assert key in saved["base"] and key in saved["tuned"]
     assert set(saved["train"]) >= {"steps", "seconds", "final_loss"} and saved["train"]["steps"] == 4
-    assert (tmp_path / "build" / "report" / "report.html").exists()
+    report = __import__("pathlib").Path(saved["report"])
+    assert report.parent == tmp_path / "build" / "runs" / "tiny-qlora" / saved["run"] / "report"
+    assert (report.parent / "report.html").exists() and saved["run"] in report.read_text(encoding="utf-8")
     assert summary["retrieval_recall_at_k"]["rag_topk"] > 0

@@ -4,9 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from workshop_utils.data import load_raw, validate
-from workshop_utils.quality import (balance, check_quality, exact_duplicates, find_pii, groundedness, mask_pii,
-                                    near_duplicates, recommend_max_seq_length, truncation_table,
-                                    write_quality_report)
+from workshop_utils.data.quality.balance import balance
+from workshop_utils.data.quality.checks import check_quality
+from workshop_utils.data.quality.duplicates import exact_duplicates, near_duplicates
+from workshop_utils.data.quality.grounding import groundedness
+from workshop_utils.data.quality.lengths import recommend_max_seq_length, truncation_table
+from workshop_utils.data.quality.pii import find_pii, mask_pii
+from workshop_utils.report.quality_report import write_quality_report
 
 
 def test_near_duplicates_found_with_minhash_on_the_dirty_file(root):

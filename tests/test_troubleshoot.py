@@ -7,9 +7,11 @@ import math
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from workshop_utils import models, troubleshoot
-from workshop_utils.troubleshoot import (TABLE, DiagnosisLog, FlatLossCallback, NaNLossCallback, OverfitCallback,
-                                         check_metrics_plausible, detect_flat, detect_overfit, oom_message)
+from workshop_utils.model import load as load_mod
+from workshop_utils.model.load import hub_failure_hint
+from workshop_utils.train.callbacks import (TABLE, Diagnosis, DiagnosisLog, FlatLossCallback, NaNLossCallback,
+                                            OverfitCallback, check_metrics_plausible, detect_flat, detect_overfit,
+                                            oom_message)
 
 
 @pytest.fixture()
@@ -99,15 +101,15 @@ def test_oom_message_halves_the_batch_and_keeps_the_effective_batch():
 
 def test_hub_failure_hint_names_the_cause(monkeypatch):
     err = OSError("401 Client Error: Unauthorized for url")
-    monkeypatch.setattr(models, "is_offline", lambda: True)
-    offline = models.hub_failure_hint("LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct", err)
+    monkeypatch.setattr(load_mod, "is_offline", lambda: True)
+    offline = hub_failure_hint("LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct", err)
     assert "OSError: 401" in offline and "WORKSHOP_MODEL=offline" in offline
-    monkeypatch.setattr(models, "is_offline", lambda: False)
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
-    monkeypatch.setattr("workshop_utils.env.hf_token", lambda: None)
-    assert "토큰이 없습니다" in models.hub_failure_hint("x/y", err)
-    monkeypatch.setattr("workshop_utils.env.hf_token", lambda: "hf_dummy")
-    with_token = models.hub_failure_hint("x/y", err)
+    monkeypatch.setattr(load_mod, "is_offline", lambda: False)
+    monkeypatch.setattr(load_mod, "hub_reachable", lambda: True)
+    monkeypatch.setattr("workshop_utils.model.load.hf_token", lambda: None)
+    assert "토큰이 없습니다" in hub_failure_hint("x/y", err)
+    monkeypatch.setattr("workshop_utils.model.load.hf_token", lambda: "hf_dummy")
+    with_token = hub_failure_hint("x/y", err)
     assert "라이선스" in with_token and "hf_dummy" not in with_token
 
 
@@ -120,5 +122,5 @@ def test_check_metrics_plausible_flags_only_implausibly_low_scores():
 
 
 def test_diagnosis_message_has_symptom_and_remedy():
-    d = troubleshoot.Diagnosis("X", "detail", "do this")
+    d = Diagnosis("X", "detail", "do this")
     assert d.message() == "[진단] X: detail\n       해결: do this"

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from workshop_utils.config import load_config
-from workshop_utils.training import TrainResult
-from workshop_utils.tuning import sweep
+from workshop_utils.sweep import sweep
+from workshop_utils.train.trainer import TrainResult
 
 SPLITS = {"train": [{"id": "t"}], "validation": [{"id": "v"}], "test": []}
 
@@ -31,8 +31,8 @@ def fake_training(monkeypatch):
         calls.append(cfg)
         return object(), result([0.5, 0.3 + cfg.lora.r / 100], trainable=1000 * cfg.lora.r, run_dir=cfg.train.output_dir)
 
-    monkeypatch.setattr("workshop_utils.models.load_model", load_model)
-    monkeypatch.setattr("workshop_utils.training.train", train)
+    monkeypatch.setattr("workshop_utils.sweep.load_model", load_model)
+    monkeypatch.setattr("workshop_utils.sweep.train", train)
     return calls
 
 

@@ -32,7 +32,11 @@ RECIPES = {
     "budget8": "고속 경로, 메모리 예산 8 GiB (작은 카드에서 고르는 구성)",
     "t4": "16GB 모드 (T4급: fp16, sdpa, 전체 체크포인팅, fused loss)",
 }
+
+
 BASELINE = "hf_gc"
+
+
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "flex_attention")
 
 
@@ -50,35 +54,6 @@ def describe_recipe(name: str) -> str:
     base, attn = split_recipe(name)
     return RECIPES[base] + (f" [attention={attn}]" if attn else "")
 
-# The final run of docs/benchmarks.md (one NVIDIA H200, 2026-11-28, one process per recipe, --steps 3
-# --warmup 2): shown in notebook 03 next to the estimates. (recipe, tokens/s, peak allocated GiB,
-# micro-batch, accumulation, checkpointed layers of 32, dtype, vocabulary offload, attention)
-MEASURED_H200 = [("hf_gc", 3347, 18.48, 4, 4, 32, "bf16", False, "sdpa"),
-                 ("default", 16545, 90.47, 16, 1, 0, "bf16", False, "workshop_varlen"),
-                 ("default@sdpa", 5220, 110.16, 16, 1, 0, "bf16", False, "sdpa"),
-                 ("budget8", 6728, 6.64, 4, 4, 31, "bf16", True, "workshop_varlen"),
-                 ("t4", 4394, 6.10, 4, 4, 32, "fp16", True, "sdpa")]
-
-
-def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> list[dict]:
-    """The H200 measurements next to fastpath.fast_path_memory's estimate (fast-path rows only: the
-    seed/HF recipes keep fp32 embeddings and full logits, see memory.estimate for those)."""
-    from .fastpath import fast_path_memory, micro_batch_tokens
-    from .memory import EXAONE_7_8B
-
-    base = next(r[1] for r in MEASURED_H200 if r[0] == BASELINE)
-    rows = []
-    for name, tps, peak, mb, acc, ck, dtype, offload, attention in MEASURED_H200:
-        est = None
-        if split_recipe(name)[0] not in ("seed", BASELINE):
-            est = round(fast_path_memory(EXAONE_7_8B, micro_batch_tokens(mb, mean_tokens, p90_tokens), ck,
-                                         offload_vocab=offload)["total"], 2)
-        rows.append({"레시피": name, "설명": describe_recipe(name), "tokens/s": tps,
-                     "HF+GC 대비": round(tps / base, 2), "측정 최대 GiB": peak, "추정 GiB": est,
-                     "micro-batch x 누적": f"{mb} x {acc}", "체크포인팅 층": f"{ck}/32",
-                     "임베딩·lm_head CPU": "예" if offload else "아니오", "attention": attention, "dtype": dtype})
-    return rows
-
 
 SHAPES = {
     "exaone": "random:exaone",
@@ -90,7 +65,7 @@ def synthetic_raft(n: int, vocab: int, avoid: set[int], mean: int = 1050, sd: in
                    hi: int = 2048, answer: tuple[int, int] = (48, 192), seed: int = 0) -> list[dict]:
     """Token sequences with RAFT-like lengths: prompt (instruction + 5 documents + question) masked,
     answer (+ end of turn) labelled. Token ids avoid the special/pad ids."""
-    from .prompts import IGNORE_INDEX
+    from .data.prompts import IGNORE_INDEX
 
     rng = random.Random(seed)
     out = []
@@ -224,8 +199,8 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     import torch
     from datasets import Dataset
 
-    from .models import load_model
-    from .training import assemble_trainer
+    from .model.load import load_model
+    from .train.trainer import assemble_trainer
 
     on_cuda = torch.cuda.is_available()
     base, override = split_recipe(name)
@@ -297,7 +272,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
 def environment() -> dict:
     import torch
 
-    from .env import package_version
+    from .runtime.packages import package_version
 
     env = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("torch", "transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
@@ -317,8 +292,10 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     """Run the recipes, print the table, write `out/bench.json` after every recipe."""
     import torch
 
-    from .distributed import dist_info, is_main_process
-    from .models import load_tokenizer, model_path, parse_random_spec, resolve_model
+    from .model.choice import resolve_model
+    from .model.load import load_tokenizer, model_path
+    from .model.sources import parse_random_spec
+    from .runtime.distributed import dist_info, is_main_process
 
     on_cuda = torch.cuda.is_available()
     if not on_cuda and shape == "exaone":

@@ -1,27 +1,75 @@
-"""`workshop` command: check, prepare, quality, train, evaluate, run, bench."""
+"""`workshop` command: check, prepare, quality, train, evaluate, run, bench.
+
+Every setting of config.py is a flag (`--train.learning_rate 1e-4`, `workshop train --help` lists them with
+their help text) and can come from a YAML file (`--config run.yaml`); a flag beats the file, which beats a
+WORKSHOP_* variable, which beats the size preset. Mistakes a participant can fix (a bad value, a missing
+path, a data folder of other sources, a folder that is not an adapter) end with one Korean line on stderr
+and exit code 2, never a traceback. Start-up stays torch-free: commands import the library inside.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from . import bench
+from .config import SECTIONS, SIZES, ConfigError, WorkshopConfig, load_config
+from .runtime.errors import WorkshopError
 
-def _cfg(args):
-    from .config import load_config
+SHORTCUTS = {"size": "size", "model": "model.model_id", "max_steps": "train.max_steps", "build_dir": "build_dir",
+             "data": "data_dir"}
+SECTION_TITLES = {"model": "모델 설정 (model)", "data": "데이터 설정 (data)", "lora": "LoRA 설정 (lora)",
+                  "train": "학습 설정 (train)", "eval": "평가 설정 (eval)"}
 
+
+def add_config_arguments(p: argparse.ArgumentParser, sections: tuple[str, ...] = SECTIONS) -> None:
+    """--config, the shortcuts (--size, --model, --max-steps, --build-dir, --data) and one flag per setting."""
+    g = p.add_argument_group("설정 (config)")
+    g.add_argument("--config", default=None, help="설정 YAML 파일 (실행마다 <run>/config.yaml로 저장됨)")
+    g.add_argument("--size", default=argparse.SUPPRESS, help="실행 규모: " + " | ".join(SIZES))
+    g.add_argument("--model", default=argparse.SUPPRESS, help="모델 ID/경로, offline, random:exaone[:...] (model.model_id)")
+    g.add_argument("--max-steps", dest="max_steps", default=argparse.SUPPRESS, help="학습 스텝 수 (train.max_steps)")
+    g.add_argument("--build-dir", dest="build_dir", default=argparse.SUPPRESS, help="산출물 폴더 (build_dir)")
+    g.add_argument("--data", default=argparse.SUPPRESS,
+                   help="준비된 데이터 폴더 (workshop prepare --out의 폴더; data_dir). 주면 그 데이터를 그대로 씀")
+    default = WorkshopConfig()
+    for s in sections:
+        g = p.add_argument_group(SECTION_TITLES[s])
+        for f in dataclasses.fields(getattr(default, s)):
+            text = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                text += f" [{' | '.join(map(str, f.metadata['choices']))}]"
+            g.add_argument(f"--{s}.{f.name}", dest=f"cfg.{s}.{f.name}", default=argparse.SUPPRESS, metavar="값",
+                           help=f"{text} (기본 {getattr(getattr(default, s), f.name)!r})".replace("%", "%%"))
+
+
+def config_from_args(args: argparse.Namespace) -> WorkshopConfig:
+    """The config of a command: its flags (named '명령줄') over --config over the environment over the size."""
     overrides = {}
-    if getattr(args, "model", None):
-        overrides["model.model_id"] = args.model
-    if getattr(args, "max_steps", None) is not None:
-        overrides["train.max_steps"] = args.max_steps
-    return load_config(size=getattr(args, "size", None), **overrides)
+    for key, value in vars(args).items():
+        if key.startswith("cfg."):
+            overrides[key[4:]] = value
+        elif key in SHORTCUTS:
+            overrides[SHORTCUTS[key]] = value
+    size = overrides.pop("size", None)
+    return load_config(size=size, config_file=args.config, overrides=overrides, source="명령줄 (CLI)")
 
 
+def _check_dir(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise WorkshopError(f"{what} 경로가 없습니다 (no such path): {p}")
+    return p
+
+
+# --- commands -----------------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    from .env import checklist
+    from .config import EXAONE_MODEL_ID
+    from .runtime.checklist import checklist
 
-    items = checklist(model_id=args.model, check_model_access=not args.no_model_access)
+    items = checklist(model_id=args.model or EXAONE_MODEL_ID, check_model_access=not args.no_model_access)
     for it in items:
         print(it.line())
     blocking = [it for it in items if it.blocking and not it.ok]
@@ -31,40 +79,53 @@ def cmd_check(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .config import load_config
-    from .data import prepare
+    from .data.prepare import NothingKeptError, prepare
 
-    cfg = load_config(size=args.size)
-    mapping = json.loads(args.mapping) if args.mapping else None
+    cfg = config_from_args(args)
+    for raw in args.raw:
+        _check_dir(raw, "원본 데이터 (--raw)")
+    mapping = None
+    if args.mapping:
+        try:
+            mapping = json.loads(args.mapping)
+        except json.JSONDecodeError as err:
+            raise WorkshopError(f"--mapping이 올바른 JSON이 아닙니다 ({err.msg}, {err.pos + 1}번째 글자): "
+                                f"예: '{{\"question\": \"문의내용\", \"context\": \"참고문서\", \"answer\": \"답변\"}}'") from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise WorkshopError("--mapping은 {\"표준 필드\": \"내 열 이름\"} 형태의 JSON 객체여야 합니다")
+    if args.splits:
+        _check_dir(args.splits, "분할 파일 (--splits)")
     try:
-        res = prepare(args.raw, args.out, cfg.data, mapping=mapping,
-                      splits_file=args.splits if args.splits else "default")
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        res = prepare(args.raw, args.out, cfg.data, mapping=mapping, splits_file=args.splits or "default",
+                      overwrite=args.overwrite)
+    except NothingKeptError as err:
+        print(f"오류: {err}", file=sys.stderr)
+        for reason, n in err.by_reason.items():
+            print(f"  rejected {reason}: {n}", file=sys.stderr)
         return 1
     s = res.summary
     print(f"read={s['read']} kept={s['kept']} rejected={s['rejected']}")
     for reason, n in s["by_reason"].items():
         print(f"  rejected {reason}: {n}")
     print(f"splits: {s['splits']}  ({s['documents']} documents)")
-    print(f"wrote {Path(args.out) / 'prepare_summary.json'}, rejects: {Path(args.out) / 'rejects.jsonl'}")
+    print(f"wrote {Path(args.out)} (manifest.json, rejects.jsonl); 학습: workshop train --data {args.out}")
     return 0
 
 
 def cmd_quality(args) -> int:
-    from .config import load_config
-    from .data import read_jsonl
+    from .data.jsonl import read_jsonl
     from .data.prepare import ensure_prepared
-    from .models import load_tokenizer, model_path, resolve_model
-    from .quality import check_quality, write_quality_report
+    from .data.quality.checks import check_quality
+    from .model.choice import resolve_model
+    from .model.load import load_tokenizer, model_path
+    from .report.quality_report import write_quality_report
 
-    cfg = load_config(size=args.size)
-    data = Path(args.data) if args.data else ensure_prepared(cfg)
+    cfg = config_from_args(args)
+    data = ensure_prepared(cfg)
     records = read_jsonl(data / f"{args.split}.jsonl")
-    tok = load_tokenizer(model_path(resolve_model(cfg.model)))
+    if not records:
+        raise WorkshopError(f"{data / (args.split + '.jsonl')}이 비어 있습니다: 점검할 예제가 없습니다")
+    tok = load_tokenizer(model_path(resolve_model(cfg.model), settings=cfg.model))
     rep = check_quality(records, tok, embedding_sample=args.embedding_sample)
     files = write_quality_report(rep, records, args.out, rep.token_counts)
     print(json.dumps(rep.summary(), ensure_ascii=False, indent=1, default=str))
@@ -73,19 +134,29 @@ def cmd_quality(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .data.prepare import load_splits
-    from .distributed import is_main_process, main_process_first
-    from .models import load_model
-    from .pipeline import banner
-    from .training import train
+def _splits_with_training_data(cfg):
+    from .data.prepare import data_dir, load_splits
 
-    cfg = _cfg(args)
+    splits = load_splits(cfg)
+    if not splits["train"]:
+        raise WorkshopError(f"{data_dir(cfg) / 'train.jsonl'}에 학습 예제가 없습니다: 문서가 너무 적으면 모두 "
+                            "검증/테스트로 갈 수 있습니다 (splits 파일이나 데이터를 확인하세요)")
+    return splits
+
+
+def cmd_train(args) -> int:
+    from .model.load import load_model
+    from .pipeline import banner
+    from .runtime.distributed import is_main_process, main_process_first
+    from .train.trainer import train
+
+    cfg = config_from_args(args)
     banner(cfg)
-    loaded = load_model(cfg.model)
     with main_process_first():  # rank 0 prepares the data (if needed) before the others read it
-        splits = load_splits(cfg)
-    _, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=args.resume)
+        splits = _splits_with_training_data(cfg)
+    loaded = load_model(cfg.model)
+    _, res = train(loaded.model, loaded.tokenizer, splits, cfg, resume=args.resume, run_name=args.run,
+                   overwrite=args.overwrite)
     if is_main_process():
         print(json.dumps(res.summary(), ensure_ascii=False, indent=1))
     return 0
@@ -94,21 +165,35 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from peft import PeftModel
 
-    from .models import load_model
-    from .pipeline import banner, evaluate_adapter
+    from .data.prepare import load_splits
+    from .evaluate.runner import evaluate_adapter
+    from .model.load import load_model
+    from .pipeline import banner
+    from .report.plots import save_eval_plots
+    from .train.runs import completed_run
 
-    cfg = _cfg(args)
+    cfg = config_from_args(args)
     if args.num_examples is not None:
         cfg.eval.num_examples = args.num_examples
+    if args.adapter:
+        adapter = _check_dir(args.adapter, "어댑터 (--adapter)")
+        if not (adapter / "adapter_config.json").is_file():
+            raise WorkshopError(f"{adapter}는 LoRA 어댑터 폴더가 아닙니다 (adapter_config.json 없음): "
+                                "학습한 실행의 <run>/adapter 폴더를 주세요")
+    else:
+        run = completed_run(cfg)
+        if run is None:
+            raise WorkshopError(f"{cfg.runs_dir}에 끝난 학습 실행이 없습니다: 먼저 workshop train, 또는 --adapter로 지정")
+        adapter = run.path / "adapter"
+    if not load_splits(cfg)["test"]:
+        raise WorkshopError("테스트 분할이 비어 있어 평가할 예제가 없습니다 (test.jsonl)")
     banner(cfg)
+    print(f"[evaluate] 어댑터 adapter: {adapter}")
     loaded = load_model(cfg.model)
-    adapter = Path(args.adapter or cfg.run_dir / "adapter")
-    if not (adapter / "adapter_config.json").exists():
-        print(f"error: 어댑터가 없습니다 (no adapter_config.json in {adapter}); 먼저 `workshop train`", file=sys.stderr)
-        return 2
     model = PeftModel.from_pretrained(loaded.model, str(adapter))
-    out = Path(args.out or cfg.build_path / "eval")
+    out = Path(args.out) if args.out else adapter.parent / "eval"
     res, files = evaluate_adapter(model, loaded.tokenizer, cfg, out)
+    files.update(save_eval_plots(res.metrics, out))
     print(res.settings_table().to_string(index=False))
     for k, p in files.items():
         print(f"{k}: {p}")
@@ -118,11 +203,15 @@ def cmd_evaluate(args) -> int:
 def cmd_run(args) -> int:
     from .pipeline import run
 
-    run(_cfg(args))
+    run(config_from_args(args), resume=args.resume, run_name=args.run, overwrite=args.overwrite)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _resume(value: str) -> bool | str:
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workshop", description="QLoRA/RAFT 워크숍 명령어")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -131,48 +220,63 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-model-access", action="store_true", help="허브의 모델 접근 권한 확인을 건너뜀")
     c.set_defaults(fn=cmd_check)
 
-    c = sub.add_parser("prepare", help="원본 데이터 검증·정규화·RAFT 변환")
+    c = sub.add_parser("prepare", help="원본 데이터 검증·정규화·RAFT 변환 -> 준비된 데이터 폴더")
     c.add_argument("--raw", nargs="+", required=True, help="원본 파일 또는 폴더 (여러 개 가능)")
-    c.add_argument("--out", required=True)
-    c.add_argument("--mapping", help='열 이름 매핑 JSON, 예: \'{"question": "문의내용", "context": "참고문서", "answer": "답변"}\'')
+    c.add_argument("--out", required=True, help="준비된 데이터를 쓸 폴더 (다른 원본의 데이터가 있으면 --overwrite 필요)")
+    c.add_argument("--mapping", help='열 이름 매핑 JSON, 예: \'{"question": "문의내용", "context": "참고문서", '
+                                     '"answer": "답변"}\'')
     c.add_argument("--splits", help="문서별 분할 CSV (doc_id,split); 없으면 결정적 해시 분할")
-    c.add_argument("--size", default=None)
+    c.add_argument("--overwrite", action="store_true", help="다른 원본으로 만든 폴더도 바꿈")
+    add_config_arguments(c, ("data",))
     c.set_defaults(fn=cmd_prepare)
 
     c = sub.add_parser("quality", help="데이터 품질 점검 보고서")
-    c.add_argument("--data", default=None, help="prepare 출력 폴더 (기본: build/data, 없으면 만듦)")
     c.add_argument("--split", default="train", choices=["train", "validation", "test"])
     c.add_argument("--out", default="build/quality")
     c.add_argument("--embedding-sample", type=int, default=200)
-    c.add_argument("--size", default=None)
+    add_config_arguments(c)
     c.set_defaults(fn=cmd_quality)
 
-    for name, fn, hlp in (("train", cmd_train, "QLoRA 학습"), ("evaluate", cmd_evaluate, "원본 vs 튜닝 평가"),
-                          ("run", cmd_run, "전체 파이프라인 (make run)")):
+    for name, fn, hlp in (("train", cmd_train, "QLoRA 학습 (실행마다 새 폴더)"),
+                          ("run", cmd_run, "전체 파이프라인 (make run): 준비 -> 학습 -> 평가 -> 보고서")):
         c = sub.add_parser(name, help=hlp)
-        c.add_argument("--size", choices=["full", "smoke", "tiny"], default=None)
-        c.add_argument("--model", default=None, help="모델 ID/경로 (기본: auto)")
-        c.add_argument("--max-steps", type=int, default=None)
-        if name == "train":
-            c.add_argument("--resume", default="auto", help="auto | true | false | 체크포인트 경로")
-        if name == "evaluate":
-            c.add_argument("--adapter", default=None)
-            c.add_argument("--split", default="test", choices=["test"])
-            c.add_argument("--out", default=None)
-            c.add_argument("--num-examples", type=int, default=None)
+        c.add_argument("--resume", type=_resume, default="auto" if name == "train" else False,
+                       help="auto(같은 데이터·설정의 끝나지 않은 실행을 이어 감) | true | false | 체크포인트 경로")
+        c.add_argument("--run", default=None, help="실행 폴더 이름 (기본: <시각>-<식별값>)")
+        c.add_argument("--overwrite", action="store_true", help="--run으로 지정한 기존 실행 폴더를 바꿈")
+        add_config_arguments(c)
         c.set_defaults(fn=fn)
 
-    from . import bench
+    c = sub.add_parser("evaluate", help="원본 vs 튜닝 평가")
+    c.add_argument("--adapter", default=None, help="어댑터 폴더 (기본: 이 설정의 가장 최근 실행)")
+    c.add_argument("--out", default=None, help="결과 폴더 (기본: <실행>/eval)")
+    c.add_argument("--num-examples", type=int, default=None)
+    add_config_arguments(c)
+    c.set_defaults(fn=cmd_evaluate)
 
     c = sub.add_parser("bench", help="학습 레시피 속도·메모리 측정 (GPU; CPU는 작은 모양으로 자체 점검)",
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_arguments(c)
     c.set_defaults(fn=bench.run_from_args)
+    return p
 
-    args = p.parse_args(argv)
-    if getattr(args, "resume", None) in ("true", "false"):
-        args.resume = args.resume == "true"
-    return args.fn(args)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (WorkshopError, ConfigError) as err:
+        print(f"오류: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"오류: 파일이 없습니다 (file not found): {err.filename or err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:
+        print(f"오류: 권한이 없습니다 (permission denied): {err.filename or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("중단했습니다 (interrupted).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,50 +3,46 @@ prepare data -> QLoRA-train -> evaluate base vs tuned -> report, summary.json, e
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
-from .config import WorkshopConfig, load_config, size_changes
-from .data.prepare import data_dir, load_corpus, load_splits, prepare
-from .distributed import dist_info, main_process_first
+from .config import WorkshopConfig, changed_settings, load_config
+from .data.prepare import data_dir, load_splits, prepare, read_manifest
+from .evaluate.metrics import HEADLINE
+from .evaluate.results import headline_metrics
+from .evaluate.runner import evaluate_adapter
+from .model.choice import resolve_model
+from .model.load import load_model
+from .model.lora import model_name
+from .report import plots
+from .report.run_report import print_table, write_report, write_summary
+from .runtime.device import choose_device
+from .runtime.distributed import dist_info, main_process_first, single_process_env
+from .train.runs import completed_run, run_identity
+from .train.tracking import configure_wandb, write_experiment_log
+from .train.trainer import loss_history, train
 
 
 def banner(cfg: WorkshopConfig) -> None:
-    from .env import choose_device
-    from .models import resolve_model
-
+    """Which model, device and size this run uses and why, and every setting not at its default with its source."""
     choice = resolve_model(cfg.model)
     dev = choose_device(cfg.model.compute_dtype)
-    print(f"[run] 규모 size={cfg.size}  모델 model={choice.model_id}")
+    print(f"[run] 규모 size={cfg.size} ({cfg.sources.get('size', '기본값')})  모델 model={choice.model_id}")
     print(f"[run] 모델 선택 이유: {choice.reason}")
     print(f"[run] {dev.line()}")
-    if cfg.size != "full":
-        changed = ", ".join(f"{r['설정']}={r[f'{cfg.size} 값']}" for r in size_changes(cfg))
-        print(f"[run] {cfg.size} 크기에서 바꾼 설정 (GPU 기본값 대비): {changed}")
+    print(f"[run] 데이터 data: {data_dir(cfg)}" + ("" if cfg.data_dir else " (원본에서 만들거나 그대로 씀)"))
+    by_source: dict[str, list[str]] = {}
+    for name, value, source in changed_settings(cfg):
+        if name != "size":
+            by_source.setdefault(source, []).append(f"{name}={value}")
+    for source, items in by_source.items():
+        print(f"[run] 기본값과 다른 설정 ({source}): {', '.join(items)}")
 
 
-def evaluate_adapter(model, tokenizer, cfg: WorkshopConfig, out_dir: Path, progress: bool = True):
-    """Evaluate base (adapter off) vs tuned (adapter on) on the test subset; save metrics & plots."""
-    from .evaluation import build_eval_sets, evaluate_models, save_eval, select_test
-
-    splits = load_splits(cfg)
-    test = select_test(splits["test"], cfg.eval.num_examples)
-    sets = build_eval_sets(test, load_corpus(cfg), cfg)
-    res = evaluate_models(model, tokenizer, sets, cfg, progress=progress)
-    files = save_eval(res, out_dir)
-    return res, files
-
-
-def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
-    """Run everything; returns the summary dict (also written to build/summary.json)."""
-    from . import plots
-    from .evaluation import headline_metrics
-    from .models import load_model
-    from .report import print_table, write_report, write_summary
-    from .tracking import configure_wandb, write_experiment_log
-    from .training import loss_history, train
-
+def run(cfg: WorkshopConfig | None = None, progress: bool = True, resume: bool | str = False,
+        run_name: str | None = None, overwrite: bool = False) -> dict:
+    """Run everything into a new run folder (`resume` as in train.trainer.choose_run); returns the summary
+    (also written to <run>/summary.json and <build>/summary.json, the latest run's)."""
     cfg = cfg or load_config()
     t_start = time.perf_counter()
     dist = dist_info()
@@ -55,44 +51,45 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
     if dist.distributed:
         print(dist.line())
     configure_wandb()
-    # 1. data (rank 0 writes the files first; under accelerate the other ranks then read them)
+    # 1. data (rank 0 writes the files first; under accelerate the other ranks then read them). A given
+    # data_dir is used as it is; the default folder is prepared from the raw files each run (seconds).
     with main_process_first():
-        prep = prepare(cfg.data.raw_paths, data_dir(cfg), cfg.data)
-        # 2. a fresh run: the main job does not resume an older one
-        if dist.is_main and cfg.run_dir.exists():
-            shutil.rmtree(cfg.run_dir)
-    s = prep.summary
+        if cfg.data_dir or not dist.is_main:
+            splits, manifest = load_splits(cfg), read_manifest(data_dir(cfg))
+        else:
+            prep = prepare(cfg.data.raw_paths, data_dir(cfg), cfg.data)
+            splits, manifest = prep.splits, prep.summary
     if dist.is_main:
-        print(f"[prepare] read={s['read']} kept={s['kept']} rejected={s['rejected']} splits={s['splits']} "
-              f"({s['seconds']}s) -> {data_dir(cfg)}")
+        m = manifest
+        print(f"[prepare] read={m['read']} kept={m['kept']} rejected={m['rejected']} splits={m['splits']} "
+              f"-> {data_dir(cfg)}")
     loaded = load_model(cfg.model)
-    model, tr = train(loaded.model, loaded.tokenizer, prep.splits, cfg, resume=False)
+    model, tr = train(loaded.model, loaded.tokenizer, splits, cfg, resume=resume, run_name=run_name,
+                      overwrite=overwrite)
     if not dist.is_main:  # evaluation, report and experiment entry happen once, on rank 0
         return {}
     if dist.fsdp:  # the trained model is sharded over the ranks: evaluate from the saved adapter
         from peft import PeftModel
 
-        from .distributed import single_process_env
-
         del model
         with single_process_env():
             loaded = load_model(cfg.model)
         model = PeftModel.from_pretrained(loaded.model, tr.adapter_dir)
+    run_dir = Path(tr.run_dir)
     print(f"[train] {tr.steps} steps, {tr.seconds:.0f}s, final loss {tr.final_loss:.4f} -> {tr.adapter_dir}")
     # 3. evaluation: base = adapter off, tuned = adapter on, same loaded model
-    eval_dir = cfg.build_path / "eval"
-    res, files = evaluate_adapter(model, loaded.tokenizer, cfg, eval_dir, progress)
-    # 4. report + summary + experiment log
-    report_dir = cfg.build_path / "report"
-    images = {k: v for k, v in files.items() if k.endswith("plot")}
-    report_dir.mkdir(parents=True, exist_ok=True)
-    for k, p in list(images.items()):
-        images[k] = Path(shutil.copy(p, report_dir / p.name))
-    images["loss_curve"] = plots.save(plots.loss_curve(loss_history(tr.run_dir)), report_dir / "loss.png")
+    res, files = evaluate_adapter(model, loaded.tokenizer, cfg, run_dir / "eval", progress)
+    # 4. report + summary + experiment log, inside the run folder
+    report_dir = run_dir / "report"
+    images = plots.save_eval_plots(res.metrics, report_dir)
+    images["loss_curve"] = plots.save(plots.loss_curve(loss_history(run_dir)), report_dir / "loss.png")
     head = headline_metrics(res)
     summary = {
         "model": loaded.choice.model_id,
         "size": cfg.size,
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "data_dir": str(data_dir(cfg)),
         "device": loaded.device.device,
         "compute_dtype": str(loaded.device.dtype).replace("torch.", ""),
         "setting": "golden_distractors",
@@ -100,27 +97,29 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
         "tuned": head["tuned"],
         "train": {"steps": tr.steps, "seconds": tr.seconds, "final_loss": tr.final_loss,
                   "eval_loss": tr.eval_loss, "diagnoses": tr.diagnoses},
-        "settings": {st: {m: {k: v for k, v in d.items() if k in ("rouge1", "rouge2", "rougeL", "bleu", "cosine",
-                                                                     "exact_match", "f1")}
+        "settings": {st: {m: {k: v for k, v in d.items() if k in HEADLINE}
                           for m, d in by.items()} for st, by in res.metrics.items()},
         "retrieval_recall_at_k": res.retrieval,
         "stop_rate": res.stop_rate,
         "eval_examples": len({p["id"] for p in res.predictions}),
         "embedding_model": res.embedding_model,
     }
-    run_info = {"model": summary["model"], "size": cfg.size, "device": summary["device"],
-                "compute dtype": summary["compute_dtype"], "eval examples": summary["eval_examples"],
-                "embedding model": res.embedding_model}
+    run_info = {"run": run_dir.name, "model": summary["model"], "size": cfg.size, "device": summary["device"],
+                "compute dtype": summary["compute_dtype"], "data": summary["data_dir"],
+                "eval examples": summary["eval_examples"], "embedding model": res.embedding_model}
     paths = write_report(report_dir, "QLoRA/RAFT 워크숍 실행 보고서", run_info, tr.summary(), res, images)
-    exp = write_experiment_log(cfg, tr.summary(), head["tuned"], dataset=f"누리온테크 RAFT ({s['kept']} samples)",
-                               name=f"{cfg.size}-run", extra={"model": summary["model"]})
+    exp = write_experiment_log(cfg, tr.summary(), head["tuned"], dataset=f"{data_dir(cfg).name} ({manifest['kept']} samples)",
+                               name=f"{cfg.size}-run", extra={"model": summary["model"], "run": str(run_dir)},
+                               config_file=run_dir / "config.yaml")
     summary["report"] = str(paths["markdown"])
     summary["experiment_log"] = str(exp)
     summary["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    write_summary(run_dir / "summary.json", summary)
     summary_path = write_summary(cfg.build_path / "summary.json", summary)
     print()
     print(print_table(summary))
     print()
+    print(f"[run] 실행 run: {run_dir}")
     print(f"[run] 보고서 report: {paths['markdown']}  (HTML: {paths['html']})")
     print(f"[run] 요약 summary: {summary_path}   실험 기록: {exp}")
     print(f"[run] 전체 {summary['seconds_total']:.0f}s")
@@ -128,23 +127,23 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True) -> dict:
 
 
 def ensure_adapter(cfg: WorkshopConfig, loaded=None, verbose: bool = True):
-    """A tuned model for notebook 04/05: the adapter notebook 03 saved in the run directory, or -- when
-    it is missing (notebook run alone) -- a fresh training run with this config, saying so.
+    """A tuned model for notebooks 04/05: the newest completed run of this configuration trained on the same
+    data and settings (what notebook 03 saved), or -- when there is none (a notebook run alone) -- a new
+    training run with this config, saying so.
 
     Returns (peft_model, loaded) on ONE base model: base = adapter off, tuned = adapter on.
     """
     from peft import PeftModel
 
-    from .models import load_model
-    from .training import train
-
     loaded = loaded or load_model(cfg.model, verbose=verbose)
-    adapter = cfg.run_dir / "adapter"
-    if (adapter / "adapter_config.json").exists():
+    splits = load_splits(cfg)
+    run = completed_run(cfg, run_identity(cfg, model_name(loaded.model), splits))
+    if run is not None:
         if verbose:
-            print(f"[adapter] 03 노트북이 저장한 어댑터를 사용합니다: {adapter}")
-        return PeftModel.from_pretrained(loaded.model, str(adapter)), loaded
+            print(f"[adapter] 같은 설정으로 학습한 어댑터를 사용합니다 (03 노트북 또는 workshop train): {run.path / 'adapter'}")
+        return PeftModel.from_pretrained(loaded.model, str(run.path / "adapter")), loaded
     if verbose:
-        print(f"[adapter] {adapter}에 어댑터가 없어 지금 학습합니다 (size={cfg.size}, max_steps={cfg.train.max_steps})")
-    model, _ = train(loaded.model, loaded.tokenizer, load_splits(cfg), cfg, resume=False, verbose=verbose)
+        print(f"[adapter] {cfg.runs_dir}에 이 설정으로 학습한 어댑터가 없어 지금 학습합니다 "
+              f"(size={cfg.size}, max_steps={cfg.train.max_steps})")
+    model, _ = train(loaded.model, loaded.tokenizer, splits, cfg, resume="auto", verbose=verbose)
     return model, loaded

@@ -15,9 +15,9 @@ from transformers import TrainerCallback
 
 from workshop_utils.config import load_config
 from workshop_utils.data.prepare import load_splits
-from workshop_utils.distributed import dist_info, main_process_first
-from workshop_utils.models import load_model
-from workshop_utils.training import train
+from workshop_utils.model.load import load_model
+from workshop_utils.runtime.distributed import dist_info, main_process_first
+from workshop_utils.train.trainer import train
 
 out = Path(sys.argv[1])
 resume = len(sys.argv) > 2 and sys.argv[2] == "resume"

@@ -7,13 +7,14 @@ here raises on bad content: a malformed JSON line or an undecodable byte becomes
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..paths import project_root
+from ..runtime.paths import project_root
 
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv")
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
@@ -42,6 +43,9 @@ class FileInfo:
     records: int = 0
     unreadable: int = 0
     notes: list[str] = field(default_factory=list)
+    resolved: str = ""  # absolute path: the file's identity in a prepared folder's manifest
+    size: int = 0
+    sha256: str = ""
 
 
 def _display(path: Path) -> str:
@@ -120,7 +124,8 @@ def load_file(path: Path) -> tuple[list[RawRecord], FileInfo]:
         fmt = "csv"
     else:
         raise ValueError(f"{name}: 지원하지 않는 형식 (unsupported format); use .json, .jsonl or .csv")
-    info = FileInfo(name, fmt, enc, records=len(recs), unreadable=sum(r.error is not None for r in recs))
+    info = FileInfo(name, fmt, enc, records=len(recs), unreadable=sum(r.error is not None for r in recs),
+                    resolved=str(path.resolve()), size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
     return recs, info
 
 

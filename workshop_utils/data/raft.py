@@ -13,9 +13,10 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..config import NO_ANSWER_TEXT, RAFT_INSTRUCTION, DataSettings
-from ..text import char_ngrams, sentences
+from ..config import NO_ANSWER_TEXT, DataSettings
+from .retrieval import BM25Index
 from .split import doc_key
+from .text import char_ngrams, sentences
 
 QUOTE_RE = re.compile(r"##begin_quote##(.*?)##end_quote##", re.S)
 ANSWER_MARK = "<ANSWER>:"
@@ -33,30 +34,6 @@ def final_answer(text: str) -> str:
     if ANSWER_MARK in text:
         text = text.rsplit(ANSWER_MARK, 1)[1]
     return text.strip()
-
-
-@dataclass
-class RaftOptions:
-    num_distractors: int = 4
-    hard_distractor_fraction: float = 0.5
-    hard_method: str = "bm25"  # "bm25" (BM25-nearest to the question) or "topic" (same topic, random)
-    bm25_tokens: str = "bigram"  # character bigrams: fast on large data; "morphs" for mecab-ko
-    oracle_fraction: float = 0.8
-    no_oracle_target: str = "abstain"
-    max_context_len: int = 2048
-    add_cot: bool = True
-    instruction: str = RAFT_INSTRUCTION
-    seed: int = 42
-    # train examples draw distractors only from train documents, so held-out documents stay unseen
-    distractor_pool: str = "same_split"
-
-    @classmethod
-    def from_settings(cls, s: DataSettings, **kw) -> "RaftOptions":
-        return cls(num_distractors=s.num_distractors, hard_distractor_fraction=s.hard_distractor_fraction,
-                   hard_method=s.hard_method,
-                   oracle_fraction=s.oracle_fraction, no_oracle_target=s.no_oracle_target,
-                   max_context_len=s.max_context_len, add_cot=s.add_cot, instruction=s.instruction,
-                   seed=s.seed, **kw)
 
 
 @dataclass
@@ -148,7 +125,7 @@ def auto_cot(doc: str, answer: str) -> str:
 class DistractorSampler:
     """Picks hard (BM25-nearest or same-topic) and random distractors from a document pool."""
 
-    def __init__(self, corpus: Corpus, opts: RaftOptions):
+    def __init__(self, corpus: Corpus, opts: DataSettings):
         self.corpus = corpus
         self.opts = opts
         self.by_topic: dict[str, list[str]] = defaultdict(list)
@@ -156,7 +133,6 @@ class DistractorSampler:
             self.by_topic[t].append(k)
         self._bm25 = None
         if opts.hard_method == "bm25" and opts.num_distractors > 0 and opts.hard_distractor_fraction > 0:
-            from ..retrieval import BM25Index
 
             self._bm25 = BM25Index.build(corpus.ids, [corpus.texts[k] for k in corpus.ids], opts.bm25_tokens)
 
@@ -181,9 +157,10 @@ class DistractorSampler:
         return out
 
 
-def to_raft(records: list[dict], split_of: dict[str, str], opts: RaftOptions,
+def to_raft(records: list[dict], split_of: dict[str, str], opts: DataSettings,
             corpus: Corpus | None = None) -> dict[str, list[dict]]:
-    """Convert canonical records into RAFT examples, grouped by split (train/validation/test)."""
+    """Convert canonical records into RAFT examples, grouped by split (train/validation/test); every RAFT
+    option (k, P, hard distractors, CoT, ...) comes from the data settings."""
     corpus = corpus or Corpus.from_records(records)
     rng = random.Random(opts.seed)
     train_pool = ([d for d in corpus.ids if split_of.get(d) == "train"]

@@ -8,13 +8,14 @@ topic, title, cot, type.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..runtime.errors import WorkshopError
 from .io import RawRecord
+from .jsonl import write_jsonl
 from .normalize import normalize_record
 
 REQUIRED = ("question", "context", "answer")
@@ -101,12 +102,7 @@ class ValidationReport:
         return pd.DataFrame(rows, columns=["field", "change", "records"])
 
     def write_rejects(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            for r in self.rejected:
-                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        return path
+        return write_jsonl(path, (r.to_dict() for r in self.rejected))
 
 
 def resolve_mapping(columns: Iterable[str], mapping: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -116,7 +112,7 @@ def resolve_mapping(columns: Iterable[str], mapping: Mapping[str, str] | None = 
     if mapping:
         unknown = set(mapping) - set(REQUIRED) - set(OPTIONAL)
         if unknown:
-            raise ValueError(f"매핑에 알 수 없는 필드 (unknown canonical fields): {sorted(unknown)}; "
+            raise WorkshopError(f"매핑에 알 수 없는 필드 (unknown canonical fields): {sorted(unknown)}; "
                              f"허용: {list(REQUIRED + OPTIONAL)}")
         out.update(mapping)
     lower = {c.lower(): c for c in cols}

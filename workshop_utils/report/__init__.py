@@ -1,0 +1,1 @@
+"""What a run leaves for people to read: Markdown/HTML reports, plots, and the adapter published."""

@@ -1,0 +1,121 @@
+"""A memory estimator for QLoRA training of a decoder (Llama/EXAONE family), in GiB.
+
+Components: base weights (16-bit vs NF4 with/without double quantization), LoRA parameters with their
+gradients and optimizer state, activations (with and without gradient checkpointing), and the logits
+of the loss (the 102,400-token vocabulary of EXAONE makes these large unless the loss is fused).
+`estimate` is the one estimator: 00-concepts' tables, the fast path's planner (calibrated on the GPU) and the
+per-GPU figures of DDP/FSDP. Measured numbers come from `workshop bench` (docs/benchmarks.md)."""
+from __future__ import annotations
+
+from ..config import EXAONE_MODEL_ID
+from ..model.choice import ModelChoice, resolve_model
+from ..model.load import model_path
+from ..model.shape import EXAONE_7_8B, Shape
+from ..runtime.device import GIB
+from ..runtime.distributed import effective_batch
+
+
+def nf4_bytes_per_param(double_quant: bool = True, blocksize: int = 64) -> float:
+    """4 bits per weight + the absmax constants: fp32 per 64 weights (0.5 bit/param), or with
+    double quantization 8-bit absmax + one fp32 per 256 absmax (≈0.127 bit/param) -- QLoRA §3."""
+    absmax_bits = (8 / blocksize + 32 / (blocksize * 256)) if double_quant else 32 / blocksize
+    return (4 + absmax_bits) / 8
+
+
+def layer_activation_bytes_per_token(s: Shape, bytes_per_value: int = 2) -> float:
+    """What one decoder layer keeps for backward per token without checkpointing: ~12·hidden +
+    4·intermediate values (norm in/out, q/k/v, rotary outputs, attention output, MLP
+    gate/up/act/product, LoRA dropout inputs)."""
+    return (12 * s.hidden + 4 * s.intermediate) * bytes_per_value
+
+
+# Calibration against `workshop bench` on an H200 (EXAONE-7.8B shape, docs/benchmarks.md): a layer
+# without checkpointing kept 0.84x the textbook count below (Liger's SwiGLU/RMSNorm recompute cheap
+# intermediates); ~0.3 GiB on top of the parts for allocator blocks, the optimizer's paged buffers and
+# attention workspaces, bf16 and fp16 alike. With one process per recipe the estimates stay 0.5-1 GiB
+# above the measured peaks on small budgets.
+ACTIVATION_CALIBRATION = 0.84
+FIXED_OVERHEAD_GIB = 0.3
+FUSED_LOSS_BUFFER = 256 * 1024**2  # Liger's fused linear cross-entropy works in chunks of logits
+
+
+def vocab_gib(shape: Shape, bytes_per_value: int = 2) -> float:
+    """GiB of the input embedding and lm_head in 16 bits (one table if tied)."""
+    return shape.vocab * shape.hidden * bytes_per_value * (1 if shape.tied_embeddings else 2) / GIB
+
+
+def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+             quant: str = "nf4", double_quant: bool = True, checkpoint_layers: int = 0, fused_loss: bool = False,
+             logit_tokens: int | None = None, upcast_embeddings: bool = True, offload_vocab: bool = False,
+             optimizer: str = "paged_adamw_8bit", gpus: int = 1, strategy: str = "ddp",
+             bytes_per_value: int = 2) -> dict[str, float]:
+    """Estimated peak GiB of one training step, per component and "total" (the one estimator: the notebooks'
+    tables, the fast path's planner and the per-GPU figures of DDP/FSDP all use it).
+
+    `tokens`: tokens in one micro-batch; `checkpoint_layers`: how many layers recompute their activations
+    (0 = none, s.layers = all); `logit_tokens`: positions whose logits are built when the loss is not fused
+    (default all `tokens`; completion-only: the answer tokens); `upcast_embeddings`: peft's fp32 copy of the
+    embedding and lm_head; `offload_vocab`: both tables in CPU memory (the lm_head visits the GPU at the end of
+    each forward); `gpus`/`strategy`: per GPU under DDP (a full copy each) or FSDP (weights and LoRA state
+    sharded, one layer gathered at a time).
+    """
+    lin, emb = s.linear_params(), s.embedding_params()
+    if quant == "nf4":
+        weights = lin * nf4_bytes_per_param(double_quant) + emb * (4 if upcast_embeddings else bytes_per_value)
+    else:
+        weights = (lin + emb) * bytes_per_value
+    opt_bytes = 2 if "8bit" in optimizer else 8  # two Adam moments: 8-bit vs fp32
+    lora = s.lora_params(r, list(targets)) * (4 + 4 + opt_bytes)  # fp32 weights + grads + optimizer state
+    full = layer_activation_bytes_per_token(s, bytes_per_value) * tokens * ACTIVATION_CALIBRATION
+    kept = s.hidden * bytes_per_value * tokens  # a checkpointed layer keeps only its input
+    ck = min(max(checkpoint_layers, 0), s.layers)
+    parts = {"weights": weights, "lora+grad+optim": lora, "activations": (s.layers - ck) * full + ck * kept,
+             # backward holds one layer's activation gradients; a checkpointed layer also its recomputation
+             "working": full * (2 if ck else 1),
+             "logits": FUSED_LOSS_BUFFER if fused_loss else
+             (tokens if logit_tokens is None else logit_tokens) * s.vocab * (2 + 4 + 4)}  # bf16 + fp32 + grad
+    if offload_vocab:
+        parts["weights"] -= vocab_gib(s, bytes_per_value) * GIB
+        parts["lm_head (forward end)"] = max(0.0, s.vocab * s.hidden * bytes_per_value - parts["working"])
+    if strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"strategy={strategy!r}: ddp | fsdp")
+    if strategy == "fsdp" and gpus > 1:
+        layer = lin / s.layers * nf4_bytes_per_param(double_quant)
+        parts["weights"] = parts["weights"] / gpus + 2 * layer  # own shard + the gathered layer (and prefetch)
+        parts["lora+grad+optim"] /= gpus
+    out = {k: v / GIB for k, v in parts.items()}
+    out["overhead"] = FIXED_OVERHEAD_GIB
+    out["total"] = sum(out.values())
+    return out
+
+
+def scaling_table(s: Shape, gpus: list[int], per_device: int = 4, accumulation: int = 4,
+                  tokens_per_micro_batch: int = 4096) -> list[dict]:
+    """Rows for the notebook/README: effective batch and estimated GiB per GPU for DDP and FSDP."""
+    rows = []
+    for n in gpus:
+        eff, _ = effective_batch(per_device, accumulation, n)
+        ddp, fsdp = (estimate(s, tokens_per_micro_batch, checkpoint_layers=s.layers, fused_loss=True,
+                              upcast_embeddings=False, gpus=n, strategy=k)["total"] for k in ("ddp", "fsdp"))
+        rows.append({"GPU 수": n, "유효 배치": eff, "DDP GiB/GPU (추정)": round(ddp, 1),
+                     "FSDP-QLoRA GiB/GPU (추정)": round(fsdp, 1)})
+    return rows
+
+
+def fits_without_checkpointing(cfg, vram_gib: float, headroom: float = 0.85) -> tuple[bool, str]:
+    """Does the estimated peak without checkpointing fit the card (with headroom)?"""
+
+    s = EXAONE_7_8B if cfg.model.model_id in ("auto", EXAONE_MODEL_ID) else None
+    if s is None:
+        try:
+            from transformers import AutoConfig
+
+            choice: ModelChoice = resolve_model(cfg.model)
+            s = Shape.from_config(AutoConfig.from_pretrained(model_path(choice, verbose=False)))
+        except Exception:  # noqa: BLE001 - unknown shape: be safe
+            return False, "모델 크기를 알 수 없어 체크포인팅을 켬"
+    tokens = cfg.train.per_device_train_batch_size * cfg.model.max_seq_length
+    est = estimate(s, tokens, cfg.lora.r, tuple(cfg.lora.target_modules))
+    ok = est["total"] <= vram_gib * headroom
+    verdict = "들어가므로 끔 (더 빠름)" if ok else "넘치므로 켬"
+    return ok, (f"체크포인팅 없이 예상 {est['total']:.1f} GiB vs GPU {vram_gib:.0f} GiB × {headroom:.0%}: {verdict}")
