@@ -316,3 +316,20 @@ def test_plan_table_plans_for_a_gpu_install_whatever_this_machine_has():
     assert rows["H200"]["어텐션"] == VARLEN_ATTENTION
     t4 = rows["T4"]
     assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "sdpa", "CPU") and t4["예상 최대 GiB"] <= 8
+
+
+def test_fast_path_undoes_peft_upcast_of_a_model_that_already_has_lora(tiny_path):
+    """Notebook 03 applies LoRA itself (with peft's fp32 upcast of embeddings/lm_head/norms) before training:
+    the fast path must bring those frozen weights back to the compute dtype, as its memory plan assumes."""
+    from workshop_utils.model.load import load_model
+    from workshop_utils.model.lora import apply_lora
+
+    loaded = load_model(ModelSettings(model_id=TINY, compute_dtype="bfloat16"), verbose=False)
+    model = apply_lora(loaded.model, LoraSettings(r=4), upcast_non_4bit=True)
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.float32  # what peft did
+    plan = FastPlan(True, upcast_non_4bit=False, attention="sdpa", num_layers=base.config.num_hidden_layers)
+    model, _ = prepare_fast_model(model, plan, LoraSettings(r=4), torch.bfloat16)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.__class__.__name__ != "Params4bit"}
+    assert frozen == {torch.bfloat16} and "되돌림" in plan.reasons["upcast"]
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # LoRA stays fp32

@@ -29,8 +29,15 @@ from ..model.shape import Shape
 from ..runtime.device import DeviceChoice, choose_device
 from ..runtime.distributed import dist_info, is_main_process, main_process_first
 from ..runtime.errors import WorkshopError
-from .callbacks import (DiagnosisLog, FlatLossCallback, GracefulInterrupt, NaNLossCallback, OverfitCallback,
-                        RunIdentityCallback, oom_message)
+from .callbacks import (
+    DiagnosisLog,
+    FlatLossCallback,
+    GracefulInterrupt,
+    NaNLossCallback,
+    OverfitCallback,
+    RunIdentityCallback,
+    oom_message,
+)
 from .collators import CompletionCollator, FlatteningCollator
 from .fastpath.apply import prepare_fast_model
 from .fastpath.offload import VocabOffload
@@ -234,7 +241,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     plan = plan or fast_plan_for(model, train_ds, cfg, device)
     kernels: list[str] = []
     if plan.enabled:
-        model, kernels = prepare_fast_model(model, plan, cfg.lora)
+        model, kernels = prepare_fast_model(model, plan, cfg.lora, device.dtype)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
         collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
                                        seq_lens=plan.attention == VARLEN_ATTENTION) if plan.padding_free

@@ -1,6 +1,8 @@
 """Applying a FastPlan to a model: LoRA without the fp32 upcast, attention, Liger, partial checkpointing."""
 from __future__ import annotations
 
+import torch
+
 from ...model.attention import VARLEN_ATTENTION, register_varlen_attention
 from ...model.lora import apply_lora, base_model
 from ..loss import uses_liger_loss
@@ -23,12 +25,31 @@ def set_checkpointing(model, layers: int) -> int:
     return min(layers, len(blocks))
 
 
-def prepare_fast_model(model, plan: FastPlan, lora_settings) -> tuple[object, list[str]]:
-    """LoRA without the fp32 upcast, attention backend, Liger kernels and (partial) checkpointing."""
+def undo_fp32_upcast(model, dtype: torch.dtype) -> float:
+    """Cast the frozen 16-bit weights that peft's prepare_model_for_kbit_training upcast to fp32 (embeddings,
+    lm_head, norms) back to `dtype`; LoRA weights stay fp32. Returns the GiB freed (EXAONE-7.8B: ~1.6)."""
+    freed = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype == torch.float32 and p.__class__.__name__ != "Params4bit":
+            p.data = p.data.to(dtype)
+            freed += p.numel() * (4 - torch.finfo(dtype).bits // 8)
+    return freed / 1024**3
 
+
+def prepare_fast_model(model, plan: FastPlan, lora_settings,
+                       dtype: torch.dtype | None = None) -> tuple[object, list[str]]:
+    """LoRA without the fp32 upcast, attention backend, Liger kernels and (partial) checkpointing.
+
+    A model that already has LoRA (a notebook applied it with peft's fp32 upcast) gets its frozen weights
+    back in the compute `dtype`, so the run uses the memory the plan counted."""
     if not hasattr(model, "peft_config"):
         model = apply_lora(model, lora_settings, gradient_checkpointing=False,
                            upcast_non_4bit=plan.upcast_non_4bit)
+    elif not plan.upcast_non_4bit and dtype is not None and dtype != torch.float32:
+        freed = undo_fp32_upcast(model, dtype)
+        if freed:
+            plan.reasons["upcast"] = (f"이미 붙은 LoRA의 fp32 업캐스트(임베딩·lm_head·norm)를 {str(dtype)[6:]}로 되돌림 "
+                                      f"({freed:.2f} GiB 절약)")
     base = model.get_base_model()
     if plan.attention == VARLEN_ATTENTION:
         register_varlen_attention()
