@@ -232,7 +232,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             model, tok, ds, None, cfg, callbacks=callbacks, output_dir=str(out_dir / name),
             save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True,
             data_seed=0, seed=0)
-        plan = info["fast_plan"]
+        plan = info.fast_plan
         t0 = time.perf_counter()
         trainer.train()
         row.update(
@@ -244,9 +244,9 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             micro_batch=plan.micro_batch if plan.enabled else cfg.train.per_device_train_batch_size,
             grad_accum=plan.grad_accum if plan.enabled else cfg.train.gradient_accumulation_steps,
             checkpointing=(plan.checkpointing if plan.enabled else
-                           ("all" if info["gradient_checkpointing"] else "off")),
+                           ("all" if info.gradient_checkpointing else "off")),
             attention=plan.attention if plan.enabled else model.config._attn_implementation,
-            liger=info["liger_kernels"], padding_free=plan.padding_free if plan.enabled else False,
+            liger=info.liger_kernels, padding_free=plan.padding_free if plan.enabled else False,
             dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
             offload_vocab=plan.offload_vocab if plan.enabled else False,
             estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
