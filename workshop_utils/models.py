@@ -17,13 +17,13 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .cachelock import cache_lock, shared_tmpdir
 from .config import EXAONE_MODEL_ID, OFFLINE_MODEL_ID, LoraSettings, ModelSettings
 from .distributed import dist_info
 from .env import DeviceChoice, choose_device, has_cuda, hub_reachable, is_offline
@@ -89,8 +89,19 @@ def offline_model_dir(verbose: bool = True) -> Path:
     """The converted offline model (safetensors + tokenizer), converting the GGUF once if needed."""
     gguf = find_offline_gguf()
     out = cache_dir() / f"smollm2-135m-instruct-{gguf.stat().st_size}"
-    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+
+    def converted() -> bool:
+        return (out / "config.json").exists() and (out / "model.safetensors").exists()
+
+    if converted():
         return out
+    with cache_lock(out, "오프라인 모델 변환", verbose=verbose):
+        if converted():  # another process converted it while this one waited
+            return out
+        return _convert_gguf(gguf, out, verbose)
+
+
+def _convert_gguf(gguf: Path, out: Path, verbose: bool) -> Path:
     if verbose:
         print(f"[model] GGUF를 safetensors로 한 번 변환합니다 (약 30초): {gguf.name} -> {out}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -106,7 +117,7 @@ def offline_model_dir(verbose: bool = True) -> Path:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(gm.state_dict(), strict=True)
     fresh.generation_config.pad_token_id = tok.pad_token_id
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+    tmp = shared_tmpdir(out.parent, ".convert-")
     try:
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -156,13 +167,20 @@ def random_model_dir(spec: str, tokenizer_dir: str | Path | None = None, verbose
     The tokenizer comes from `tokenizer_dir` (WORKSHOP_TOKENIZER) or the offline model; EXAONE's
     special tokens and chat template are added so prompts look like EXAONE's.
     """
-    from transformers import AutoModelForCausalLM
-
     shape = parse_random_spec(spec)
     tag = "-".join(f"{k}{v}" for k, v in sorted(shape.items()))
     out = cache_dir() / f"random-exaone-{tag}"
     if (out / "config.json").exists():
         return out
+    with cache_lock(out, "무작위 가중치 모델 생성", verbose=verbose):
+        if (out / "config.json").exists():
+            return out
+        return _save_random_model(shape, out, tokenizer_dir, verbose)
+
+
+def _save_random_model(shape: dict, out: Path, tokenizer_dir, verbose: bool) -> Path:
+    from transformers import AutoModelForCausalLM
+
     tok = exaone_like_tokenizer(load_tokenizer_from(tokenizer_dir or os.environ.get("WORKSHOP_TOKENIZER")
                                                     or offline_model_dir(verbose)))
     if len(tok) > shape["vocab"]:
@@ -174,7 +192,7 @@ def random_model_dir(spec: str, tokenizer_dir: str | Path | None = None, verbose
     torch.manual_seed(0)
     with torch.device("cuda" if has_cuda() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".random-"))
+    tmp = shared_tmpdir(out.parent, ".random-")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     del model
