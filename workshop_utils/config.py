@@ -7,7 +7,10 @@ and "tiny" sizes shrink the run so that it finishes on 2 CPU cores (make run / C
 Environment overrides (read by `load_config`):
   WORKSHOP_MODEL       model id or local path (default: EXAONE on CUDA, the offline model otherwise)
   WORKSHOP_SIZE        full | smoke | tiny   (default: full on CUDA, smoke on CPU)
-  WORKSHOP_BUILD_DIR   where artifacts go (default: <project>/build)
+  WORKSHOP_BUILD_DIR   where artifacts go (default: <project>/build; ~/qlora-raft-workshop/build when the
+                       checkout is someone else's or read-only, e.g. one checkout for a class)
+  WORKSHOP_MEMORY_BUDGET_GIB  GPU memory the fast path plans within (train.memory_budget_gib), e.g. 8 so
+                       several people share one card (docs/server.md)
   WORKSHOP_MAX_STEPS   override the number of optimizer steps
   WORKSHOP_EMBEDDING   sentence-embedding model for cosine ('none' skips cosine)
   WORKSHOP_KO_TOKENIZER  mecab (default) | whitespace (see text.tokenizer_mode)
@@ -19,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .paths import personal_dir, shared_checkout
 
 EXAONE_MODEL_ID = "LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct"
 OFFLINE_MODEL_ID = "offline:smollm2-135m-instruct"
@@ -252,6 +257,14 @@ def load_config(size: str | None = None, **overrides: Any) -> WorkshopConfig:
         cfg.model.model_id = os.environ["WORKSHOP_MODEL"]
     if os.environ.get("WORKSHOP_BUILD_DIR"):
         cfg.build_dir = os.environ["WORKSHOP_BUILD_DIR"]
+    elif shared_checkout():
+        cfg.build_dir = str(personal_dir() / "build")
+    if os.environ.get("WORKSHOP_MEMORY_BUDGET_GIB"):
+        raw = os.environ["WORKSHOP_MEMORY_BUDGET_GIB"]
+        try:
+            cfg.train.memory_budget_gib = float(raw)
+        except ValueError:
+            raise ValueError(f"WORKSHOP_MEMORY_BUDGET_GIB={raw!r}: GiB 단위 숫자여야 합니다 (예: 8)") from None
     if os.environ.get("WORKSHOP_EMBEDDING"):
         emb = os.environ["WORKSHOP_EMBEDDING"]
         cfg.eval.embedding_model = None if emb == "none" else emb

