@@ -27,9 +27,9 @@ GITHUB = re.compile(r"https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?
 
 BOOTSTRAP = '''# 실습 환경 준비: Colab에서만 설치합니다 (로컬·CI에서는 아무 일도 하지 않음). 설명: README의 「Colab에서」
 USE_DRIVE = True  # Google Drive에 결과(build/)와 모델 캐시를 두어 다음 노트북이 다시 씀 (연결을 묻는 창에서 허용)
-import sys
+import os, subprocess, sys
 if "google.colab" in sys.modules:
-    import glob, os, subprocess
+    import glob
     REPO_URL = {repo}  # pyproject.toml [tool.workshop] repository (make badges가 여기에 씀)
     if USE_DRIVE:
         from google.colab import drive

@@ -8,6 +8,13 @@ relaxed to `<=` its tested version and pip picks, for that Python, the newest re
 version is used when one is found (PATH or pyenv); otherwise markers follow the running interpreter
 (said on stderr). Wheel tags and Requires-Python are checked for X.Y.0, the oldest patch release.
 
+pip talks to the package index (PIP_INDEX_URL, else PyPI; this machine's pip.conf extras left out) through
+scripts/metadata_proxy.py, which serves wheel metadata from a local cache where the index has none, so a
+dry-run downloads no wheels once the cache is warm. torch resolves as the CPU build `make` installs (a
+metadata-only stub built from the installed torch: its dependencies without the CUDA libraries, which
+follow the machine), and torch_wheels_on_registry checks the index lists torch==<pin> for each Python.
+Two packages publish only source archives (SDIST_ONLY); their wheels are built here first.
+
 Usage:
   python scripts/lock_constraints.py --freeze   (make lock) tested versions = this environment's pip freeze
   python scripts/lock_constraints.py            tested versions = constraints/py<this Python>.txt (re-resolve)

@@ -202,3 +202,11 @@ def test_prefetch_downloads_each_model_once_under_a_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
         server.prefetch_models(["org/embed"], download=download)
+
+
+def test_server_guide_is_linked_from_readme_and_the_instructor_guide(root):
+    guide = (root / "docs" / "server.md").read_text(encoding="utf-8")
+    assert "workshop prefetch" in guide and "assign-gpus" in guide and "CUDA_VISIBLE_DEVICES" in guide
+    assert "HF_HOME" in guide and "WORKSHOP_MEMORY_BUDGET_GIB=8" in guide
+    assert "docs/server.md" in (root / "README.md").read_text(encoding="utf-8")
+    assert "(server.md)" in (root / "docs" / "instructor.md").read_text(encoding="utf-8")

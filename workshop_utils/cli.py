@@ -19,12 +19,9 @@ def _cfg(args):
 
 
 def cmd_check(args) -> int:
-    from .config import load_config
     from .env import checklist
 
-    cfg = load_config()
-    items = checklist(model_id=args.model, check_model_access=not args.no_model_access,
-                      memory_budget_gib=cfg.train.memory_budget_gib, build_dir=cfg.build_path)
+    items = checklist(model_id=args.model, check_model_access=not args.no_model_access)
     for it in items:
         print(it.line())
     blocking = [it for it in items if it.blocking and not it.ok]

@@ -178,10 +178,16 @@ def checklist(model_id: str | None = None, check_model_access: bool = True,
               memory_budget_gib: float | None = None, build_dir: Path | None = None) -> list[CheckItem]:
     """The environment checklist behind `workshop check` and prerequisites/00.01 (✓/✗ + remedy).
 
-    `memory_budget_gib` is the training plan's GPU budget (train.memory_budget_gib; 0/None = the fast
-    path's default, 85% of the card); `build_dir` is where this person's outputs go (shown, checked writable).
+    `memory_budget_gib` is the training plan's GPU budget (train.memory_budget_gib: 0 = the fast path's
+    default, 85% of the card); `build_dir` is where this person's outputs go (shown, checked writable).
+    Both default to the configuration (WORKSHOP_MEMORY_BUDGET_GIB, WORKSHOP_BUILD_DIR).
     """
-    from .config import EXAONE_MODEL_ID
+    from .config import EXAONE_MODEL_ID, load_config
+
+    if memory_budget_gib is None or build_dir is None:
+        cfg = load_config()
+        memory_budget_gib = cfg.train.memory_budget_gib if memory_budget_gib is None else memory_budget_gib
+        build_dir = cfg.build_path if build_dir is None else build_dir
 
     items: list[CheckItem] = []
     py = sys.version_info
@@ -226,8 +232,7 @@ def checklist(model_id: str | None = None, check_model_access: bool = True,
                            "RAM이 적으면 어댑터만 저장·공유하세요 (Colab 무료 ≈ 12.7 GB)"))
     from .paths import project_root
 
-    if build_dir is not None:
-        items.append(build_dir_item(Path(build_dir)))
+    items.append(build_dir_item(Path(build_dir)))
     free = shutil.disk_usage(project_root()).free / GIB
     items.append(CheckItem("디스크 여유 ≥ 50 GB", free >= 50, f"{free:.0f} GiB",
                            "EXAONE 원본(≈16 GB) + 병합 모델 + 체크포인트에 50GB 이상 필요. "
