@@ -103,3 +103,21 @@ def test_code_is_python_3_10(root):
             if text.splitlines()[line - 2].strip() != "try:":  # a guarded import with a fallback is fine
                 bad.append(f"{f.relative_to(root)}:{line}: {m.group(0)} (Python 3.11+)")
     assert not bad, bad
+
+
+def test_unreachable_index_is_skipped_not_passed(root, tmp_path):
+    """With no index to ask, the matrix reports 'skipped' -- never a pass it did not earn."""
+    import os
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PIP_INDEX_URL=f"http://127.0.0.1:{port}/simple")
+    out = subprocess.run([sys.executable, "-m", "pytest", str(root / "tests" / "test_install_matrix.py"), "-q",
+                          "-k", "resolve_for_python or torch_pin", "-p", "no:cacheprovider", "-rs"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert f"{len(lc.PYTHONS) + 1} skipped" in out.stdout and "passed" not in out.stdout.splitlines()[-1], out.stdout
+    assert "접속할 수 없" in out.stdout
