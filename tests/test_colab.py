@@ -208,7 +208,11 @@ def test_bootstrap_cell_installs_from_the_bundle_on_a_fake_colab(root, tmp_path)
     driver.write_text(DRIVER)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("WORKSHOP_", "HF_HOME", "PYTHON", "VIRTUAL_ENV", "HF_HUB_CACHE"))}
-    env.update(PYTHONPATH=str(fake), HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", PIP_NO_INPUT="1")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")  # a CPU runtime, also on a GPU machine
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    env.update(PYTHONPATH=str(fake), HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", PIP_NO_INPUT="1",
+               PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run([str(py), str(driver), str(content), str(cell)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
