@@ -1,4 +1,4 @@
-"""`workshop` command: check, prepare, quality, train, evaluate, run, bench.
+"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, bench.
 
 Every setting of config.py is a flag (`--train.learning_rate 1e-4`, `workshop train --help` lists them with
 their help text) and can come from a YAML file (`--config run.yaml`); a flag beats the file, which beats a
@@ -69,7 +69,11 @@ def cmd_check(args) -> int:
     from .config import EXAONE_MODEL_ID
     from .runtime.checklist import checklist
 
-    items = checklist(model_id=args.model or EXAONE_MODEL_ID, check_model_access=not args.no_model_access)
+    cfg = config_from_args(args)
+    model_id = EXAONE_MODEL_ID if cfg.model.model_id == "auto" else cfg.model.model_id
+    items = checklist(model_id=model_id, check_model_access=not args.no_model_access,
+                      memory_budget_gib=cfg.train.memory_budget_gib, build_dir=cfg.build_path,
+                      build_dir_source=cfg.sources.get("build_dir", "기본값"))
     for it in items:
         print(it.line())
     blocking = [it for it in items if it.blocking and not it.ok]
@@ -200,6 +204,54 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_prefetch(args) -> int:
+    from .config import EXAONE_MODEL_ID, default_cache_dir
+    from .data.embeddings import MULTILINGUAL_EMBEDDING
+    from .model.sources import offline_model_dir
+    from .runtime.hub import hf_token
+    from .runtime.paths import cache_dir
+    from .runtime.server import prefetch_models
+
+    models = args.model or [EXAONE_MODEL_ID, MULTILINGUAL_EMBEDDING]
+    try:
+        prefetch_models(models, token=hf_token())
+    except RuntimeError as err:
+        raise WorkshopError(str(err)) from None
+    if not args.no_offline:
+        print(f"[prefetch] 오프라인 모델(CPU 대체) 변환 → {cache_dir(default_cache_dir())}")
+        offline_model_dir()
+    print("[prefetch] 끝: 참가자는 같은 HF_HOME(과 WORKSHOP_CACHE)을 쓰면 다시 받지 않습니다 (docs/server.md)")
+    return 0
+
+
+def cmd_assign_gpus(args) -> int:
+    from .runtime.server import assign_gpus, assignment_table, people_per_gpu, read_users
+
+    users = read_users(_check_dir(args.users, "참가자 목록"))
+    gpus, per_gpu = args.gpus, args.per_gpu
+    if gpus is None or per_gpu is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise WorkshopError("CUDA GPU가 보이지 않습니다: --gpus와 --per-gpu를 지정하세요")
+        gpus = gpus or torch.cuda.device_count()
+        smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 1024**3
+        per_gpu = per_gpu or people_per_gpu(smallest)
+    try:
+        table = assignment_table(assign_gpus(users, gpus, per_gpu))
+    except ValueError as err:
+        raise WorkshopError(str(err)) from None
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise WorkshopError(f"{out}이(가) 이미 있습니다: 덮어쓰려면 --force")
+        out.write_text(table)
+        print(f"{len(users)}명 → GPU {gpus}장 (한 장에 최대 {per_gpu}명): {out}")
+    else:
+        print(table, end="")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .pipeline import run
 
@@ -216,9 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("check", help="실습 환경 점검 (exit 1 if a blocking item fails)")
-    c.add_argument("--model", default=None)
     c.add_argument("--no-model-access", action="store_true", help="허브의 모델 접근 권한 확인을 건너뜀")
+    add_config_arguments(c, ("model", "train"))
     c.set_defaults(fn=cmd_check)
+
+    c = sub.add_parser("prefetch", help="강사용: 모델을 공유 캐시(HF_HOME)에 한 번 받아 둠 (docs/server.md)")
+    c.add_argument("--model", action="append", help="받을 모델 ID (여러 번; 기본: EXAONE + 다국어 임베딩 모델)")
+    c.add_argument("--no-offline", action="store_true", help="오프라인 모델(SmolLM2) 변환은 건너뜀")
+    c.set_defaults(fn=cmd_prefetch)
+
+    c = sub.add_parser("assign-gpus", help="강사용: 참가자마다 GPU 배정표 (user<TAB>gpu) 만들기")
+    c.add_argument("users", help="참가자 계정 목록 파일 (한 줄에 하나)")
+    c.add_argument("--gpus", type=int, default=None, help="GPU 수 (기본: 보이는 GPU 전부)")
+    c.add_argument("--per-gpu", type=int, default=None, help="GPU 한 장의 최대 인원 (기본: 메모리 / 12 GiB)")
+    c.add_argument("--out", default=None, help="배정표 파일 (기본: 화면에 출력)")
+    c.add_argument("--force", action="store_true", help="--out 파일이 있으면 덮어씀")
+    c.set_defaults(fn=cmd_assign_gpus)
 
     c = sub.add_parser("prepare", help="원본 데이터 검증·정규화·RAFT 변환 -> 준비된 데이터 폴더")
     c.add_argument("--raw", nargs="+", required=True, help="원본 파일 또는 폴더 (여러 개 가능)")

@@ -12,7 +12,10 @@ Where a value comes from, highest first (`load_config` records it in `cfg.source
 This module is the only reader of the WORKSHOP_* environment variables:
   WORKSHOP_SIZE, WORKSHOP_MODEL, WORKSHOP_BUILD_DIR, WORKSHOP_MAX_STEPS, WORKSHOP_EMBEDDING ('none' skips
   cosine), WORKSHOP_CACHE (converted models), WORKSHOP_TOKENIZER (for random-weight models),
-  WORKSHOP_GPU_MODE (train.memory_mode), and the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace).
+  WORKSHOP_GPU_MODE (train.memory_mode), WORKSHOP_MEMORY_BUDGET_GIB (train.memory_budget_gib: e.g. 8 so that
+  several people share one card, docs/server.md), and the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace).
+When the checkout belongs to someone else or is read-only (one checkout for a class), build_dir defaults to
+~/qlora-raft-workshop/build.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .runtime.errors import WorkshopError
-from .runtime.paths import project_root
+from .runtime.paths import personal_dir, project_root, shared_checkout
 
 EXAONE_MODEL_ID = "LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct"
 OFFLINE_MODEL_ID = "offline:smollm2-135m-instruct"
@@ -355,6 +358,7 @@ ENV_SETTINGS = {
     "WORKSHOP_CACHE": "model.cache_dir",
     "WORKSHOP_TOKENIZER": "model.tokenizer",
     "WORKSHOP_GPU_MODE": "train.memory_mode",
+    "WORKSHOP_MEMORY_BUDGET_GIB": "train.memory_budget_gib",
 }
 KO_TOKENIZERS = ("mecab", "whitespace")
 
@@ -421,6 +425,9 @@ def load_config(size: str | None = None, config_file: str | os.PathLike | None =
         chosen, size_source = default_size(), "자동 (CUDA GPU 여부, auto)"
     cfg = apply_size(WorkshopConfig(), str(chosen))
     cfg.sources["size"] = size_source
+    if shared_checkout():  # one checkout for a class: each person's outputs under their own home
+        cfg.build_dir = str(personal_dir() / "build")
+        cfg.sources["build_dir"] = "공유 체크아웃: 홈 아래 (shared checkout)"
     for layer in layers:
         for dotted, (value, label) in layer.items():
             if dotted != "size":
@@ -490,7 +497,10 @@ def set_value(cfg: WorkshopConfig, dotted: str, value: Any, source: str = "인�
               validate: bool = True) -> None:
     """Set one setting by its dotted name (type-converted), record its source, and check it."""
     obj, f = _field(cfg, dotted)
-    setattr(obj, f.name, coerce(f, value, dotted))
+    try:
+        setattr(obj, f.name, coerce(f, value, dotted))
+    except ConfigError as err:
+        raise ConfigError(f"{err} [출처: {source}]") from None
     cfg.sources[dotted] = source
     if validate:
         cfg.validate()

@@ -29,3 +29,25 @@ def cache_dir(base: str | os.PathLike | None = None) -> Path:
     p = Path(base).expanduser() if base else Path.home() / ".cache" / "qlora-raft-workshop"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def shared_checkout(root: Path | None = None) -> bool:
+    """True when the project checkout belongs to someone else or is read-only (one checkout for a class on
+    a GPU server): its build/ and experiments/ would be shared by everyone, so each person writes under
+    their home instead."""
+    root = root or project_root()
+    try:
+        return root.stat().st_uid != os.getuid() or not os.access(root, os.W_OK)
+    except (OSError, AttributeError):  # AttributeError: no getuid (Windows)
+        return False
+
+
+def personal_dir() -> Path:
+    """Per-person outputs when the checkout is shared: ~/qlora-raft-workshop (never collides: a home each)."""
+    return Path.home() / "qlora-raft-workshop"
+
+
+def experiments_dir() -> Path:
+    """Where experiment logs go: <project>/experiments, or ~/qlora-raft-workshop/experiments in a shared checkout."""
+    root = project_root()
+    return personal_dir() / "experiments" if shared_checkout(root) else root / "experiments"

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import config_yaml
 from ..model.choice import resolve_model
 from ..runtime.packages import package_version
-from ..runtime.paths import project_root
+from ..runtime.paths import experiments_dir, project_root
 
 VERSION_PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
                     "sentence-transformers", "sacrebleu", "workshop-utils"]
@@ -77,7 +77,7 @@ def write_experiment_log(cfg, train_summary: dict, metrics: dict | None, dataset
                          extra: dict | None = None, config_file: str | Path | None = None) -> Path:
     """Fill the seed's experiment template from a run and write experiments/NNN-<name>.md, with the run's
     resolved settings (`config_file`, else `cfg`) so that it can be repeated with `workshop run --config`."""
-    directory = Path(directory) if directory else project_root() / "experiments"
+    directory = Path(directory) if directory else experiments_dir()
     directory.mkdir(parents=True, exist_ok=True)
     n = next_experiment_number(directory)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
