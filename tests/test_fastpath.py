@@ -94,8 +94,13 @@ def test_plan_picks_varlen_where_the_kernel_runs_else_sdpa(monkeypatch):
     monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (True, "ok"))
     assert plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060).attention == VARLEN_ATTENTION
     monkeypatch.setattr(fastpath, "varlen_attention_works", lambda dtype: (False, "no kernel"))
+    # no flash kernel: the memory-efficient varlen kernel where it runs, else sdpa
+    monkeypatch.setattr(fastpath, "efficient_varlen_works", lambda dtype: (True, "efficient"))
     plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
-    assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel"
+    assert plan.attention == fastpath.EFFICIENT_VARLEN_ATTENTION and plan.reasons["attention"] == "efficient"
+    monkeypatch.setattr(fastpath, "efficient_varlen_works", lambda dtype: (False, "no efficient kernel"))
+    plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
+    assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel; no efficient kernel"
 
 
 def cuda_device(vram, dtype=torch.bfloat16):
@@ -167,7 +172,7 @@ def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0, attention: st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attention", ["sdpa", VARLEN_ATTENTION])
+@pytest.mark.parametrize("attention", ["sdpa", VARLEN_ATTENTION, fastpath.EFFICIENT_VARLEN_ATTENTION])
 def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path, attention):
     feats = features()
     plain, tok = _lora_model(tiny_path, fast=False)
@@ -177,7 +182,7 @@ def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path, atte
     fast, _ = _lora_model(tiny_path, fast=True, checkpoint_layers=2, attention=attention)
     assert fast.get_base_model().config._attn_implementation == attention
     assert sum(getattr(m, "gradient_checkpointing", False) for m in fast.modules() if hasattr(m, "self_attn")) == 2
-    varlen = attention == VARLEN_ATTENTION
+    varlen = attention in fastpath.SEQUENCE_BOUNDARY_ATTENTIONS
     collate = FlatteningCollator(tok.pad_token_id, 1 if varlen else 16, seq_lens=varlen)
     loss, _ = fast_completion_loss(fast, collate(feats))
     loss.backward()
@@ -308,4 +313,5 @@ def test_plan_table_plans_for_a_gpu_install_whatever_this_machine_has():
     assert rows["H200"]["micro-batch x 누적"] == "16 x 1" and rows["H200"]["체크포인팅"] == "off"
     assert rows["H200"]["어텐션"] == VARLEN_ATTENTION
     t4 = rows["T4"]
-    assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "sdpa", "CPU") and t4["예상 최대 GiB"] <= 8
+    assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "workshop_varlen_efficient", "CPU")
+    assert t4["예상 최대 GiB"] <= 8 and all(r["층 컴파일"] == "예" for r in rows.values())

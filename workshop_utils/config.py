@@ -45,7 +45,8 @@ class ModelSettings:
     double_quant: bool = _help("양자화 상수(absmax)를 한 번 더 양자화 (파라미터당 약 0.37비트 절약)", True)
     compute_dtype: str = _help("연산 dtype: auto | bfloat16 | float16 | float32 (auto는 장치에 맞게 선택)", "auto")
     trust_remote_code: bool = _help("허브의 모델 코드를 실행할지. transformers 5는 EXAONE을 기본 지원하므로 False", False)
-    attn_implementation: str = _help("어텐션 구현: auto | sdpa | eager | workshop_varlen | flex_attention", "auto")
+    attn_implementation: str = _help(
+        "어텐션 구현: auto | sdpa | eager | workshop_varlen | workshop_varlen_efficient | flex_attention", "auto")
     max_seq_length: int = _help("학습/평가 시퀀스 최대 토큰 수 (02 노트북의 길이 분포로 정함)", 2048)
 
 
@@ -120,6 +121,10 @@ class TrainSettings:
     offload_vocab: str = _help(
         "고속 경로: 임베딩·lm_head(어휘 102,400 x 4,096)를 쓰지 않는 동안 CPU 메모리에 둠: auto(예산이 빠듯해 "
         "더 큰 micro-batch가 들어갈 때) | on | off", "auto")
+    compile_layers: str = _help(
+        "고속 경로: 디코더 층을 torch.compile로 컴파일 (모든 층이 같은 코드, 길이가 달라도 재컴파일 없음; 작은 "
+        "micro-batch의 CPU 병목을 줄임): auto(CUDA에서 점검 후 켬) | on | off | liger(Liger 층 커널을 컴파일 안에 둠)",
+        "auto")
     seed: int = _help("학습 난수 시드", 42)
 
 

@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attention_varlen import (EFFICIENT_VARLEN_ATTENTION, efficient_varlen_works, reference_varlen,
+                               reference_varlen_op, register_efficient_varlen_attention)
+from .fastpath_compile import compile_checked, compile_choice, probe_features
 from .memory import GIB, Shape, estimate, layer_activation_bytes_per_token
 from .prompts import IGNORE_INDEX
 
@@ -104,8 +107,9 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def apply_liger(model) -> list[str]:
-    """Liger's Llama kernels on this model instance (the base causal LM under a PeftModel).
+def apply_liger(model, layer_kernels: bool = True) -> list[str]:
+    """Liger's Llama kernels on this model instance (the base causal LM under a PeftModel); without
+    `layer_kernels` only the fused linear cross-entropy (compiled layers fuse rope/RMSNorm/SwiGLU).
 
     EXAONE's model_type is 'exaone', which Liger's automatic dispatch does not know; transformers 5
     builds it from the Llama classes, so `apply_liger_kernel_to_llama(model=...)` fits. The fused
@@ -120,10 +124,11 @@ def apply_liger(model) -> list[str]:
         raise ValueError(f"Liger Llama 커널은 Llama 계열 전용입니다 (model_type={base.config.model_type})")
     if not hasattr(base.config, "pretraining_tp"):  # a Llama-only field that Liger's forward reads
         base.config.pretraining_tp = 1
-    apply_liger_kernel_to_llama(model=base, rope=True, rms_norm=True, swiglu=True,
+    apply_liger_kernel_to_llama(model=base, rope=layer_kernels, rms_norm=layer_kernels, swiglu=layer_kernels,
                                 fused_linear_cross_entropy=True, cross_entropy=False)
-    base._workshop_liger = True
-    return list(LIGER_KERNELS)
+    kernels = list(LIGER_KERNELS) if layer_kernels else LIGER_KERNELS[-1:]
+    base._workshop_liger = tuple(kernels)
+    return kernels
 
 
 def uses_liger_loss(model) -> bool:
@@ -226,18 +231,7 @@ def fast_completion_loss(model, inputs: dict, num_items_in_batch=None):
 VARLEN_ATTENTION = "workshop_varlen"
 
 
-def _reference_varlen(q, k, v, cu: list[int], scale: float | None) -> torch.Tensor:
-    """Causal attention of each packed sequence with itself, one sdpa call per sequence (q: T x H x D).
-    The same math as the flash kernel; used on CPU and where the kernel is missing."""
-    rep = q.shape[1] // k.shape[1]
-    outs = []
-    for a, b in zip(cu[:-1], cu[1:]):
-        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))
-        if rep > 1:
-            ks, vs = ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0)
-        outs.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale)
-                    .transpose(0, 1))
-    return torch.cat(outs)
+_reference_varlen = reference_varlen  # per-sequence sdpa: CPU path and the kernels' reference
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,9 +281,15 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     if q.is_cuda and _varlen_kernel()[0] is not None:
         out = _cuda_varlen(q.contiguous(), k.contiguous(), v.contiguous(), cu_seq_lens_q.to(q.device),
                            int(max_length_q), scaling)
+    elif torch.compiler.is_compiling():  # a compiled decoder layer (fastpath_compile): one opaque op
+        out = reference_varlen_op(q, k, v, cu_seq_lens_q, max_length_q, scaling)
     else:
         out = _reference_varlen(q, k, v, cu_seq_lens_q.tolist(), scaling)
     return out.unsqueeze(0), None  # (1, tokens, heads, head dim), as transformers' attention functions
+
+
+# attention functions that read the packed row's boundaries (FlatteningCollator(seq_lens=True))
+SEQUENCE_BOUNDARY_ATTENTIONS = (VARLEN_ATTENTION, EFFICIENT_VARLEN_ATTENTION)
 
 
 def register_varlen_attention() -> str:
@@ -426,6 +426,8 @@ class FastPlan:
     upcast_non_4bit: bool = True
     offload_vocab: bool = False
     pad_to_multiple_of: int = 1
+    compile_layers: bool = False  # decoder layers through torch.compile (fastpath_compile)
+    compile_keep_liger: bool = False  # Liger's rope/RMSNorm/SwiGLU inside the compiled layers
     budget_gib: float | None = None
     estimate_gib: float | None = None
     reasons: dict = field(default_factory=dict)
@@ -444,7 +446,7 @@ class FastPlan:
         out = [f"[fast] 고속 경로 mode={self.mode}: padding_free={self.padding_free}, liger={self.liger}, "
                f"attention={self.attention}, checkpointing={self.checkpointing}, "
                f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}, "
-               f"offload_vocab={self.offload_vocab}"]
+               f"offload_vocab={self.offload_vocab}, compile_layers={self.compile_layers}"]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
@@ -523,8 +525,9 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     The effective batch (micro-batch x accumulation, the seed's 4 x 4 = 16) is kept; the micro-batch
     and the number of checkpointed layers are chosen together: for each micro-batch the fewest
     checkpointed layers that fit the memory budget, then the pair with the lowest estimated step time
-    (`step_cost`). `kernels` = (Liger installed, varlen kernel runs) for planning another machine's
-    GPU (plan_table); by default this machine is probed.
+    (`step_cost`). `kernels` = (Liger installed, varlen flash kernel runs[, memory-efficient varlen
+    kernel runs]) for planning another machine's GPU (plan_table; Triton is then assumed installed);
+    by default this machine is probed.
     """
     t = cfg.train
     p90_tokens = p90_tokens or mean_tokens
@@ -540,11 +543,11 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     if mode not in ("budget", "16gb"):
         raise ValueError(f"train.memory_mode={mode!r}: auto | budget | 16gb")
     plan.mode = mode
-    r["mode"] = ("fp16 GPU(T4급): fp16 + sdpa + 전체 체크포인팅 + fused loss" if mode == "16gb"
+    r["mode"] = ("fp16 GPU(T4급): fp16 + compute capability 7.5 커널만 + 전체 체크포인팅 + fused loss" if mode == "16gb"
                  else "메모리 예산 안에서 가장 빠른 구성")
     plan.padding_free = bool(t.padding_free)
     r["padding_free"] = "패딩 없는 배치 (RAFT 길이 편차만큼 계산 절약)" if plan.padding_free else "설정에서 끔"
-    has_liger, has_varlen = kernels or (liger_available(), None)
+    has_liger, has_varlen = (kernels or (liger_available(), None))[:2]
     if t.liger_kernels and on_cuda and has_liger:
         plan.liger = True
         r["liger"] = "rope·RMSNorm·SwiGLU·fused linear CE (logits를 만들지 않음)"
@@ -554,9 +557,11 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     attn = cfg.model.attn_implementation
     if attn != "auto":
         plan.attention, r["attention"] = attn, "설정에서 지정"
-    elif mode == "16gb" or not plan.padding_free:
-        plan.attention = "sdpa"
-        r["attention"] = "16gb 모드: sdpa (T4는 flex_attention 미지원)" if mode == "16gb" else "패딩 배치: sdpa"
+    elif not plan.padding_free:
+        plan.attention, r["attention"] = "sdpa", "패딩 배치: sdpa"
+    elif mode == "16gb":
+        # only kernels that run on compute capability 7.5 (T4): the memory-efficient varlen kernel
+        plan.attention = EFFICIENT_VARLEN_ATTENTION
     else:
         # varlen flash attention where the kernel runs; flex_attention is opt-in
         # (model.attn_implementation="flex_attention", probed by flex_attention_compiles): with
@@ -567,9 +572,18 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         ok, why = (varlen_attention_works(device.dtype) if on_cuda and has_varlen is None else
                    (True, "CPU: 시퀀스별 sdpa (참조 구현)") if not on_cuda else
                    (has_varlen, "varlen flash attention" if has_varlen else "varlen 커널 없음 → sdpa"))
+        if not ok:  # no flash kernel: the memory-efficient varlen kernel where it runs, else sdpa
+            plan.attention = EFFICIENT_VARLEN_ATTENTION if attn == "auto" else "sdpa"
+        r["attention"] = why
+    if plan.attention == EFFICIENT_VARLEN_ATTENTION:
+        has_efficient = kernels[2] if kernels and len(kernels) > 2 else None
+        ok, why = (efficient_varlen_works(device.dtype) if on_cuda and has_efficient is None else
+                   (True, "CPU: 시퀀스별 sdpa (참조 구현)") if not on_cuda else
+                   (has_efficient, "memory-efficient varlen attention" if has_efficient else
+                    "memory-efficient varlen 커널 없음 → sdpa"))
         if not ok:
             plan.attention = "sdpa"
-        r["attention"] = why
+        r["attention"] = why if ok or "attention" not in r else f"{r['attention']}; {why}"
     if plan.attention == "flex_attention" and on_cuda:
         ok, why = flex_attention_compiles(device.dtype)
         if not ok:
@@ -578,6 +592,10 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     # a filler sequence only helps the compiled flex_attention (fewer distinct shapes); sdpa would
     # just compute it
     plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and plan.attention == "flex_attention") else 1
+    from .distributed import dist_info
+
+    plan.compile_layers, plan.compile_keep_liger, r["compile"] = compile_choice(
+        t.compile_layers, on_cuda, dist_info().world_size, has_triton=True if kernels else None)
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
@@ -648,7 +666,8 @@ def set_checkpointing(model, layers: int) -> int:
 
 
 def prepare_fast_model(model, plan: FastPlan, lora_settings) -> tuple[object, list[str]]:
-    """LoRA without the fp32 upcast, attention backend, Liger kernels and (partial) checkpointing."""
+    """LoRA without the fp32 upcast, attention backend, Liger kernels, (partial) checkpointing and
+    the compiled decoder layers (checked once; eager again, with Liger's layer kernels, if the check fails)."""
     from .models import apply_lora
 
     if not hasattr(model, "peft_config"):
@@ -657,14 +676,26 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings) -> tuple[object, li
     base = model.get_base_model()
     if plan.attention == VARLEN_ATTENTION:
         register_varlen_attention()
+    elif plan.attention == EFFICIENT_VARLEN_ATTENTION:
+        register_efficient_varlen_attention()
     if base.config._attn_implementation != plan.attention:
         base.set_attn_implementation(plan.attention)
     kernels = []
+    layer_kernels = not plan.compile_layers or plan.compile_keep_liger
     if plan.liger:
-        kernels = list(LIGER_KERNELS) if uses_liger_loss(model) else apply_liger(model)
+        kernels = list(base._workshop_liger) if uses_liger_loss(model) else apply_liger(model, layer_kernels)
     set_checkpointing(model, plan.checkpoint_layers)
     if plan.checkpoint_layers:
         base.enable_input_require_grads()
+    if plan.compile_layers:
+        batch = FlatteningCollator(0, seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS)(
+            probe_features(base.config.vocab_size))
+        base._workshop_compiled, why = compile_checked(model, fast_completion_loss, batch)
+        plan.reasons["compile"] = f"{plan.reasons.get('compile', '')}: {why}".lstrip(": ")
+        if base._workshop_compiled is None:
+            plan.compile_layers = False
+            if plan.liger and not layer_kernels:
+                kernels = apply_liger(model, layer_kernels=True)
     return model, kernels
 
 
@@ -684,7 +715,8 @@ TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
                completion_tokens: int = 120) -> list[dict]:
     """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
-    (with the GPU install: Liger kernels, and the varlen kernel on compute capability >= 8.0 cards)."""
+    (with the GPU install: Liger kernels, Triton, the varlen flash kernel on compute capability >= 8.0
+    cards and the memory-efficient varlen kernel on all)."""
     import copy
 
     from .config import load_config
@@ -702,9 +734,10 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
         c.train.gradient_accumulation_steps = full.gradient_accumulation_steps
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
         # as installed on a GPU machine (`make` adds liger-kernel there); flash kernels need bf16-class cards
-        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16))
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16, True))
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
                      "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",
+                     "층 컴파일": "예" if p.compile_layers else "아니오",
                      "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
     return rows

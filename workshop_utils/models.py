@@ -306,10 +306,13 @@ def pick_attention(setting: str, device: DeviceChoice) -> str | None:
     `workshop_varlen` after loading when its kernel runs)."""
     if setting == "auto":
         return "sdpa"
-    from .fastpath import VARLEN_ATTENTION, register_varlen_attention
+    from .fastpath import (EFFICIENT_VARLEN_ATTENTION, VARLEN_ATTENTION, register_efficient_varlen_attention,
+                           register_varlen_attention)
 
     if setting == VARLEN_ATTENTION:
         register_varlen_attention()
+    elif setting == EFFICIENT_VARLEN_ATTENTION:
+        register_efficient_varlen_attention()
     return setting
 
 

@@ -304,7 +304,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     path otherwise. `plan` forces a fastpath.FastPlan (benchmarks); by default it is planned here."""
     from transformers import EarlyStoppingCallback, Trainer
 
-    from .fastpath import VARLEN_ATTENTION, FlatteningCollator, prepare_fast_model
+    from .fastpath import SEQUENCE_BOUNDARY_ATTENTIONS, FlatteningCollator, prepare_fast_model
 
     assert_trainable_4bit(model)
     device = device or choose_device(cfg.model.compute_dtype)
@@ -314,7 +314,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
         model, kernels = prepare_fast_model(model, plan, cfg.lora)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
         collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
-                                       seq_lens=plan.attention == VARLEN_ATTENTION) if plan.padding_free
+                                       seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS) if plan.padding_free
                     else CompletionCollator(tokenizer.pad_token_id))
         # checkpointing is already set per layer; the Trainer would switch it on for all layers
         arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
