@@ -302,6 +302,9 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             step_s=round(sum(timer.step_seconds[warmup:warmup + steps]) / max(steps, 1), 3),
             train_s=round(time.perf_counter() - t0, 1),
             loss_step1=next((h["loss"] for h in trainer.state.log_history if "loss" in h), None),
+            # later steps' losses follow the gradients of the first: recipes that compute the same
+            # training (other micro-batching, compiled or not) agree on them too
+            losses=[h["loss"] for h in trainer.state.log_history if "loss" in h][:warmup + steps],
             micro_batch=plan.micro_batch if plan.enabled else cfg.train.per_device_train_batch_size,
             grad_accum=plan.grad_accum if plan.enabled else cfg.train.gradient_accumulation_steps,
             checkpointing=(plan.checkpointing if plan.enabled else
@@ -354,9 +357,11 @@ def environment() -> dict:
 def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: int | None = None,
               steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
               seed: int = 0, profile: list[str] | None = None, attention: str = "auto",
-              isolate: bool | None = None, peer: list[str] | None = None, peer_kit: str | Path = ".peer") -> dict:
+              isolate: bool | None = None, peer: list[str] | None = None, peer_kit: str | Path = ".peer",
+              time_budget_s: float | None = None) -> dict:
     """Run the recipes (then the peer kit's `peer` variants), print the table, write `out/bench.json`
-    after every recipe."""
+    after every recipe. With `time_budget_s` a recipe that would likely end past the budget (judged by
+    the longest recipe so far) is skipped and marked so: for device calls with a time limit."""
     import torch
 
     from .distributed import dist_info, is_main_process
@@ -398,7 +403,14 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     if isolate is None:  # a fresh process per recipe: nothing one recipe leaves on the GPU counts for the next
         isolate = on_cuda and len(recipes) > 1 and dist_info().world_size == 1
     result["isolated"] = bool(isolate)
+    longest = 0.0
     for name in recipes:
+        t_recipe = time.perf_counter()
+        if time_budget_s and t_recipe - start + longest > time_budget_s:
+            print(f"[bench] {name}: 시간 예산 {time_budget_s:.0f}s 안에 끝나지 않을 것 같아 건너뜀", flush=True)
+            result["rows"].append({"recipe": name, "description": describe_recipe(name),
+                                   "error": f"skipped: time budget {time_budget_s:.0f} s"})
+            continue
         print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {describe_recipe(name)} ...", flush=True)
         if isolate:
             row = run_isolated(name, shape, layers, steps, warmup, seqs_per_step, out_dir, seed,
@@ -406,6 +418,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         else:
             row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []),
                              attention)
+        row["wall_s"] = round(time.perf_counter() - t_recipe, 1)
+        longest = max(longest, row["wall_s"])
         result["rows"].append(row)
         _speedups(result["rows"])
         if is_main_process():  # under accelerate launch every rank measures, rank 0 writes
@@ -413,7 +427,11 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         print("[bench]   " + json.dumps({k: row.get(k) for k in ("tokens_per_s", "peak_allocated_gib",
                                                                   "checkpointing", "micro_batch", "error")},
                                        ensure_ascii=False), flush=True)
-    if peer:
+    if peer and time_budget_s and time.perf_counter() - start + 60 * (1 + len(peer)) > time_budget_s:
+        print(f"[bench] 피어 키트: 시간 예산 안에 끝나지 않을 것 같아 건너뜀 ({' '.join(peer)})", flush=True)
+        result["rows"] += [{"recipe": f"peer:{v}", "error": f"skipped: time budget {time_budget_s:.0f} s"}
+                           for v in peer]
+    elif peer:
         print(f"[bench] t={time.perf_counter() - start:.0f}s 피어 키트 {peer_kit}: {' '.join(peer)} ...", flush=True)
         result["rows"] += run_peer(Path(peer_kit), peer, steps + 1)  # the kit times all steps after the first
         _speedups(result["rows"])
@@ -562,12 +580,14 @@ def add_arguments(ap) -> None:
     ap.add_argument("--peer", nargs="*", default=[],
                     help="같은 호출에서 잴 피어 키트 변형 (예: gc uns+flat uns+flat+fp16 uns+flat+nogc+bs16)")
     ap.add_argument("--peer-kit", default=".peer", help="피어 키트 폴더 (../shared/tools/peer/build.sh로 만든 .peer)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="전체 시간 예산(초): 예산 안에 끝나지 않을 레시피는 건너뜀 (시간 제한이 있는 GPU 호출용)")
 
 
 def run_from_args(args) -> int:
     res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, args.seqs_per_step,
                     out=args.out, seed=args.seed, profile=args.profile, attention=args.attention,
-                    isolate=args.isolate, peer=args.peer, peer_kit=args.peer_kit)
+                    isolate=args.isolate, peer=args.peer, peer_kit=args.peer_kit, time_budget_s=args.time_budget)
     return 0 if all("error" not in r for r in res["rows"]) else 1
 
 

@@ -18,15 +18,19 @@ What the seed's recipe does on a GPU, and what the fast path changes (each part 
   attention function: each sequence attends only to itself, so the cost grows with the sum of the
   squared sequence lengths, not with the square of the row (sdpa over a packed row computes the whole
   row x row score matrix and masks most of it away: at 8 sequences of ~1,060 tokens that is 8x the
-  attention work). Where the kernel is missing (T4, older torch) sdpa with transformers'
-  block-diagonal mask. flex_attention is opt-in via `model.attn_implementation`; each new packed
+  attention work). Where the flash kernel is missing (T4, older torch) the memory-efficient varlen
+  kernel (`workshop_varlen_efficient`, attention_varlen.py; compute capability >= 5.0), else sdpa with
+  transformers' block-diagonal mask. flex_attention is opt-in via `model.attn_implementation`; each new packed
   length recompiles it, and on an H200 its warm-up did not finish in 10 minutes (docs/benchmarks.md).
 - gradient checkpointing on or off -> decided from the memory budget: off when the card has room, on
   when it does not, and in between only the first N layers recompute their activations.
 - peft's fp32 upcast of embeddings and lm_head (+1.7 GB for EXAONE) -> kept in the compute dtype,
   and on a tight budget kept in CPU memory while not in use (VocabOffload: 2 x 0.78 GiB for EXAONE),
   which lets the micro-batch grow.
-- 16 GB mode (T4 class): fp16 with loss scaling, sdpa, every layer checkpointed, fused loss.
+- 16 GB mode (T4 class): fp16 with loss scaling, kernels of compute capability 7.5 only (the
+  memory-efficient varlen attention), every layer checkpointed, fused loss.
+- eager decoder layers -> one compiled forward shared by all layers (`train.compile_layers`,
+  fastpath_compile.py): small micro-batches are bound by Python and kernel launches, not the GPU.
 
 Numerically it is the same training: tests/test_fastpath.py compares loss and LoRA gradients of the
 fast and the plain path on CPU.

@@ -160,7 +160,9 @@ def compile_checked(model, loss_fn, batch: dict, backend: str | None = None,
     """Compile the decoder layers and run `loss_fn(model, batch, n)` once compiled (forward +
     backward, which compiles both graphs) against the eager loss. Returns (the compiled layers, why)
     or (None, why not) with the eager layers back. The RNG state and the LoRA gradients are left as
-    they were (the check draws dropout masks and accumulates gradients)."""
+    they were (the check draws dropout masks and accumulates gradients). On CUDA in 16 bits it runs
+    under autocast as the Trainer's mixed precision does: the compiled code depends on that state,
+    and a check without it would leave the training's first step to compile again."""
     emb = _base(model).get_input_embeddings().weight
     device = emb.device
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -168,16 +170,19 @@ def compile_checked(model, loss_fn, batch: dict, backend: str | None = None,
     if tolerance is None:
         tolerance = 1e-4 if emb.dtype == torch.float32 else 2e-2
     trainable = [p for p in model.parameters() if p.requires_grad]
+    amp = torch.autocast(device.type, dtype=emb.dtype,
+                         enabled=device.type == "cuda" and emb.dtype in (torch.bfloat16, torch.float16))
     was_training = model.training
     model.train()  # the compiled code runs in training mode only
     t0 = time.perf_counter()
     compiled = None
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with torch.no_grad():
+            with amp, torch.no_grad():
                 ref = loss_fn(model, batch, n)[0].item()  # eager: no gradients
             compiled = CompiledLayers(model, backend)
-            loss = loss_fn(model, batch, n)[0]
+            with amp:
+                loss = loss_fn(model, batch, n)[0]
             loss.backward()
         got = loss.item()
         bad = [p for p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
