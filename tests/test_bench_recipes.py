@@ -61,14 +61,15 @@ def test_bench_measures_hf_lean_and_the_compiled_default_on_cpu(tmp_path, monkey
 
     monkeypatch.setattr(fastpath_compile, "BACKEND", "aot_eager")  # no C++ code generation on CPU
     torch._dynamo.reset()
-    res = bench.run_bench(["hf_lean", "default+nocompile", "default+compile"], shape="tiny", steps=1, warmup=1,
-                          out=tmp_path, isolate=False)
+    with torch._dynamo.config.patch(suppress_errors=False):  # the passed check sets it for the training
+        res = bench.run_bench(["hf_lean", "default+nocompile", "default+compile"], shape="tiny", steps=1,
+                              warmup=0, out=tmp_path, isolate=False)  # one step (no timing): 4 micro-batches
     rows = {r["recipe"]: r for r in res["rows"]}
     assert all("error" not in r for r in rows.values()), rows
     lean, eager, comp = rows["hf_lean"], rows["default+nocompile"], rows["default+compile"]
-    assert lean["checkpointing"] == "all" and lean["speedup_vs_hf_lean"] == 1.0 and not lean["padding_free"]
+    assert lean["checkpointing"] == "all" and not lean["padding_free"]
     assert comp["compile_layers"] and not eager["compile_layers"] and comp["checkpointing"] == "off"
-    # 8 micro-batches of 4 packed sequences, each row of another length: no graph compiled after the
+    # 4 micro-batches of 4 packed sequences, each row of another length: no graph compiled after the
     # set-up check; the first layer (input without gradient: no checkpointing) has its own graph
     assert comp["compile"]["graphs_after_check"] == 0 and comp["compile"]["graph_breaks"] == 0, comp["compile"]
     assert comp["compile"]["graphs"] == 2, comp["compile"]
