@@ -45,7 +45,7 @@ export PYTHONPATH="$root:/tmp/gpu_perf_site:$root/.gpu/site" PYTHONUNBUFFERED=1 
   TOKENIZERS_PARALLELISM=false WORKSHOP_TOKENIZER="$root/.gpu/tok"
 out=${OUT:-build/gpu_perf}
 mkdir -p "$out"
-args=(--out "$out" --budget "${BUDGET_S:-470}")
+args=(--out "$out" --work build/gpu_perf --budget "${BUDGET_S:-470}")  # $OUT gets 3 files, not the per-recipe JSONs
 [ -n "${RECIPES:-}" ] && args+=(--recipes $RECIPES)
 [ -n "${PEER:-}" ] && args+=(--peer $PEER)
 [ "${CHECKS:-1}" = 0 ] && args+=(--no-checks)
