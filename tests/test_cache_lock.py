@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from workshop_utils.runtime.cachelock import cache_lock, lock_path, shared_tmpdir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def _help(text: str, default: Any = dataclasses.MISSING, choices: tuple | None =
     return field(default=default, metadata=meta, **kw)
 
 
-ATTENTIONS = ("auto", "sdpa", "eager", "workshop_varlen", "flex_attention")
+ATTENTIONS = ("auto", "sdpa", "eager", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 
 
 @dataclass
@@ -154,6 +154,10 @@ class TrainSettings(_Section):
     offload_vocab: str = _help(
         "고속 경로: 임베딩·lm_head(어휘 102,400 x 4,096)를 쓰지 않는 동안 CPU 메모리에 둠: auto(예산이 빠듯해 "
         "더 큰 micro-batch가 들어갈 때) | on | off", "auto", ("auto", "on", "off"))
+    compile_layers: str = _help(
+        "고속 경로: 디코더 층을 torch.compile로 컴파일 (모든 층이 같은 코드, 길이가 달라도 재컴파일 없음; 작은 "
+        "micro-batch의 CPU 병목을 줄임): auto(CUDA에서 점검 후 켬) | on | off | liger(Liger 층 커널을 컴파일 안에 둠)",
+        "auto", ("auto", "on", "off", "liger"))
     seed: int = _help("학습 난수 시드", 42)
 
 

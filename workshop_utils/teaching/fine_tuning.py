@@ -94,7 +94,8 @@ TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
                completion_tokens: int = 120) -> list[dict]:
     """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
-    (with the GPU install: Liger kernels, and the varlen kernel on compute capability >= 8.0 cards)."""
+    (with the GPU install: Liger kernels, Triton, the varlen flash kernel on compute capability >= 8.0
+    cards and the memory-efficient varlen kernel on all)."""
     import copy
 
     shape = shape or EXAONE_7_8B
@@ -108,10 +109,11 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
         c.train.gradient_accumulation_steps = full.gradient_accumulation_steps
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
         # as installed on a GPU machine (`make` adds liger-kernel there); flash kernels need bf16-class cards
-        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16))
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16, True))
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
                      "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",
+                     "층 컴파일": "예" if p.compile_layers else "아니오",
                      "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
     return rows
 

@@ -22,7 +22,7 @@ from transformers import EarlyStoppingCallback, Trainer
 
 from ..config import WorkshopConfig
 from ..data.prompts import tokenize_dataset
-from ..model.attention import VARLEN_ATTENTION
+from ..model.attention import SEQUENCE_BOUNDARY_ATTENTIONS
 from ..model.cpu4bit import assert_trainable_4bit
 from ..model.lora import apply_lora, base_model, model_name, trainable_parameters
 from ..model.shape import Shape
@@ -244,7 +244,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
         model, kernels = prepare_fast_model(model, plan, cfg.lora, device.dtype)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
         collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
-                                       seq_lens=plan.attention == VARLEN_ATTENTION) if plan.padding_free
+                                       seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS) if plan.padding_free
                     else CompletionCollator(tokenizer.pad_token_id))
         # checkpointing is already set per layer; the Trainer would switch it on for all layers
         arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
