@@ -1,4 +1,4 @@
-"""`workshop` command: check, prepare, quality, train, evaluate, run, bench."""
+"""`workshop` command: check, prepare, quality, train, evaluate, run, ablate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -122,6 +122,47 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablation import AblationPlan
+    from .config import set_from_text
+
+    cfg = _cfg(args)
+    try:
+        for item in args.set or []:
+            set_from_text(cfg, item)
+        if args.num_examples is not None:
+            if args.num_examples < 0:
+                raise ValueError(f"--num-examples는 0 이상이어야 합니다: {args.num_examples}")
+            cfg.eval.num_examples = args.num_examples
+        if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
+            raise ValueError(f"--max-steps는 1 이상이어야 합니다: {cfg.train.max_steps}")
+        kw = {"seeds": tuple(args.seeds)} if args.seeds else {}
+        if args.num_examples is not None:
+            kw["num_examples"] = args.num_examples
+        if args.max_steps is not None:
+            kw["max_steps"] = args.max_steps  # the flag beats the size's plan
+        plan = AblationPlan.for_size(cfg.size, metric=args.metric, **kw)
+        plan.validate()
+        out = Path(args.out) if args.out else cfg.build_path / "ablation"
+        from .ablation import check_out_dir
+
+        check_out_dir(out.resolve())
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from .ablation import run_ablation
+    from .pipeline import banner
+
+    banner(cfg)
+    res = run_ablation(cfg, plan, out)
+    print()
+    print(res.markdown())
+    print()
+    print(res.verdict())
+    print(f"\n결과: {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="workshop", description="QLoRA/RAFT 워크숍 명령어")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -161,6 +202,22 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--out", default=None)
             c.add_argument("--num-examples", type=int, default=None)
         c.set_defaults(fn=fn)
+
+    from .config import SIZES
+
+    c = sub.add_parser("ablate", help="RAFT 학습 형식 비교: 골든만 vs RAFT vs RAFT(CoT 없음), RAG top-k 평가",
+                       description="같은 원본 모델·스텝·시드로 세 학습 형식을 학습하고, 원본 모델과 함께 같은 테스트 "
+                                   "질문(골든만, 골든+방해, RAG top-1/3/5)으로 평가합니다 (RAFT 논문 Table 1의 비교).")
+    c.add_argument("--size", choices=list(SIZES), default=None)
+    c.add_argument("--model", default=None, help="모델 ID/경로 (기본: auto; offline = SmolLM2-135M)")
+    c.add_argument("--seeds", type=int, nargs="+", default=None, help="시드들 (기본: tiny/smoke 1개, 그 외 0 1 2)")
+    c.add_argument("--max-steps", type=int, default=None, help="형식마다 학습할 옵티마이저 스텝 수")
+    c.add_argument("--num-examples", type=int, default=None, help="테스트 질문 수 (0 = 전부)")
+    c.add_argument("--metric", default="rougeL", help="표·그림·판정의 지표 (rougeL, rouge1, f1, bleu, exact_match)")
+    c.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="설정 덮어쓰기, 여러 번 가능: 예) --set data.max_context_len=250 --set eval.batch_size=128")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: build/ablation)")
+    c.set_defaults(fn=cmd_ablate)
 
     from . import bench
 

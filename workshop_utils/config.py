@@ -276,6 +276,38 @@ def _set(cfg: WorkshopConfig, dotted: str, value: Any) -> None:
     setattr(obj, parts[-1], value)
 
 
+def set_from_text(cfg: WorkshopConfig, item: str) -> tuple[str, Any]:
+    """Apply one 'section.field=value' override given as text (a CLI flag), converting the value to
+    the field's current type (bool: true/false, list: comma-separated). Returns (name, value)."""
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    section, _, fname = name.partition(".")
+    obj = getattr(cfg, section, None) if section else None
+    if not sep or not fname or not dataclasses.is_dataclass(obj) or not hasattr(obj, fname):
+        raise ValueError(f"설정 '{item}'을 알 수 없습니다: 'section.field=value' 형식, 예: train.learning_rate=5e-4 "
+                         "(section: model, data, lora, train, eval)")
+    # the annotation decides the type (warmup_steps is a float whose default is the int 100)
+    kind = str(next(f.type for f in dataclasses.fields(obj) if f.name == fname))
+    text = text.strip()
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "on", "off"):
+                raise ValueError(text)
+            value: Any = text.lower() in ("true", "1", "on")
+        elif kind == "int":
+            value = int(text)
+        elif kind == "float":
+            value = float(text)
+        elif kind == "list":
+            value = [v.strip() for v in text.split(",") if v.strip()]
+        else:
+            value = text
+    except ValueError:
+        raise ValueError(f"설정 '{name}'의 값 '{text}'을 {kind}(으)로 읽을 수 없습니다") from None
+    setattr(obj, fname, value)
+    return name, value
+
+
 def describe(section: Any) -> "list[dict]":
     """Rows (field, value, default, help) of one settings dataclass, for a table in a notebook."""
     rows = []

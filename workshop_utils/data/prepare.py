@@ -29,6 +29,12 @@ class PrepareResult:
     splits: dict[str, list[dict]]
     corpus: Corpus
     summary: dict = field(default_factory=dict)
+    split_of: dict[str, str] = field(default_factory=dict)  # doc key -> train | validation | test
+
+    @property
+    def records(self) -> list[dict]:
+        """The validated, normalized canonical records (before the RAFT conversion)."""
+        return [r.data for r in self.report.kept]
 
 
 def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: DataSettings | None = None,
@@ -84,7 +90,7 @@ def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: Data
         "seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "prepare_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    return PrepareResult(out, report, files, splits, corpus, summary)
+    return PrepareResult(out, report, files, splits, corpus, summary, split_of)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
