@@ -368,9 +368,10 @@ class AblationResult:
         sep = "|" + "---|" * (len(df.columns) + 1)
         body = ["| " + " | ".join([str(i)] + [str(v) for v in row]) + " |" for i, row in zip(df.index, df.values)]
         m = self.meta
-        note = (f"\n\n크기 {m.get('size')}, 모델 {m.get('model')}, 장치 {m.get('device')}, 스텝 {m.get('max_steps')}, "
+        note = (f"\n\n크기 {m.get('size')}, 모델 {m.get('model')}, {m.get('device')}, 스텝 {m.get('max_steps')}, "
                 f"시드 {list(m.get('seeds', []))}, 테스트 질문 {m.get('num_examples')}개, 방해 문서 k={self.k_distractors}, "
                 f"생성 한도 {m.get('max_new_tokens')}/{m.get('max_new_tokens_cot')} 토큰(답/CoT), "
+                f"지표 토크나이저 {m.get('ko_tokenizer', 'mecab')}, "
                 f"총 {m.get('seconds', 0):.0f}초.")
         return "\n".join([head, sep] + body) + note
 
@@ -384,7 +385,7 @@ class AblationResult:
         metric = metric or self.metric
         k = self.k_distractors
         rag = [s for s in self.settings if s.startswith("rag_top")]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True,
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2), sharey=True,
                                           gridspec_kw={"width_ratios": [1, 1.6]})
         styles = {BASE: dict(color=plots.BASE_COLOR, linestyle="--", marker="s"),
                   "golden_only": dict(color="#e08a2b", marker="o"), "raft": dict(color=plots.TUNED_COLOR, marker="o"),
@@ -404,10 +405,11 @@ class AblationResult:
         right.set_title("RAG top-k", fontsize=10)
         for ax in (left, right):
             ax.grid(alpha=0.3)
-        right.legend(fontsize=8, loc="best")
+        handles, labels = right.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
         fig.suptitle(f"학습 형식별 {METRIC_NAMES.get(metric, metric)} vs 테스트 문서 수 (시드 {self.n_seeds}개, 막대 = 표준편차)",
                      fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
         plt.close(fig)
         return fig
 
