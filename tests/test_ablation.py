@@ -129,6 +129,26 @@ def test_cli_rejects_bad_ablation_input_in_one_korean_line(tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").exists()
 
 
+def test_cli_ablate_prints_the_table_and_the_verdict(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_run(cfg, plan, out):
+        calls.append((cfg, plan, out))
+        return result(full_grid([0.50, 0.52, 0.51], [0.30, 0.31, 0.29]))
+
+    monkeypatch.setattr("workshop_utils.ablation.run_ablation", fake_run)
+    from workshop_utils.cli import main
+
+    argv = ["ablate", "--size", "tiny", "--seeds", "0", "1", "2", "--max-steps", "3", "--num-examples", "5",
+            "--set", "train.learning_rate=5e-4", "--set", "data.max_context_len=120", "--out", str(tmp_path / "gpu")]
+    assert main(argv) == 0
+    cfg, plan, out = calls[0]
+    assert (plan.seeds, plan.max_steps, plan.num_examples) == ((0, 1, 2), 3, 5)  # flags beat the tiny plan
+    assert (cfg.train.learning_rate, cfg.data.max_context_len, cfg.size) == (5e-4, 120, "tiny")
+    printed = capsys.readouterr().out
+    assert "RAG top-5" in printed and "논문의 방향이 재현됩니다" in printed
+
+
 @pytest.mark.slow
 def test_unloading_the_adapter_restores_the_base_model(tiny_cfg):
     import torch
@@ -147,6 +167,9 @@ def test_unloading_the_adapter_restores_the_base_model(tiny_cfg):
     assert after.keys() == before.keys() and not hasattr(restored, "peft_config")
     assert all(torch.equal(before[k], after[k].float()) for k in before)
     assert not any(p.requires_grad for p in restored.parameters())
+    fresh = A.release_adapter(apply_lora(restored, tiny_cfg.lora), tiny_cfg, reuse=False)  # the GPU path: reload
+    assert fresh is not restored and not hasattr(fresh, "peft_config")
+    assert all(torch.equal(before[k], v.float()) for k, v in fresh.state_dict().items())
 
 
 @pytest.mark.slow
