@@ -20,7 +20,8 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/02_data_quality_check.ipynb \
 	main-practice/03_fine_tuning_with_lora.ipynb \
 	main-practice/04_evaluation_and_comparison.ipynb \
-	main-practice/05_custom_qlora.ipynb
+	main-practice/05_custom_qlora.ipynb \
+	main-practice/06_raft_ablation.ipynb
 PYTEST_ARGS ?=
 
 comma := ,

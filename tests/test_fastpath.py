@@ -8,8 +8,14 @@ import torch
 from workshop_utils.config import LoraSettings, ModelSettings, load_config
 from workshop_utils.data.prompts import IGNORE_INDEX
 from workshop_utils.model import attention
-from workshop_utils.model.attention import (SEQUENCE_BOUNDARY_ATTENTIONS, VARLEN_ATTENTION, _cuda_varlen,
-                                            _reference_varlen, register_varlen_attention, varlen_attention_forward)
+from workshop_utils.model.attention import (
+    SEQUENCE_BOUNDARY_ATTENTIONS,
+    VARLEN_ATTENTION,
+    _cuda_varlen,
+    _reference_varlen,
+    register_varlen_attention,
+    varlen_attention_forward,
+)
 from workshop_utils.model.attention_kernels import EFFICIENT_VARLEN_ATTENTION
 from workshop_utils.model.shape import EXAONE_7_8B
 from workshop_utils.runtime.device import DeviceChoice

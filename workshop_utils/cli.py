@@ -1,4 +1,4 @@
-"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, bench.
+"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, ablate, bench.
 
 Every setting of config.py is a flag (`--train.learning_rate 1e-4`, `workshop train --help` lists them with
 their help text) and can come from a YAML file (`--config run.yaml`); a flag beats the file, which beats a
@@ -259,6 +259,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablation import AblationPlan, check_out_dir, run_ablation
+    from .pipeline import banner
+
+    cfg = config_from_args(args)
+    kw = {"seeds": tuple(args.seeds)} if args.seeds else {}
+    if args.num_examples is not None:
+        if args.num_examples < 0:
+            raise WorkshopError(f"--num-examples는 0 이상이어야 합니다: {args.num_examples}")
+        kw["num_examples"] = args.num_examples
+    if cfg.sources.get("train.max_steps") == "명령줄 (CLI)":
+        kw["max_steps"] = cfg.train.max_steps  # the flag beats the size's plan
+    plan = AblationPlan.for_size(cfg.size, metric=args.metric, **kw)
+    plan.validate()
+    out = Path(args.out) if args.out else cfg.build_path / "ablation"
+    check_out_dir(out.resolve())
+    banner(cfg)
+    res = run_ablation(cfg, plan, out)
+    print()
+    print(res.markdown())
+    print()
+    print(res.verdict())
+    print(f"\n결과: {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'}")
+    return 0
+
+
 def _resume(value: str) -> bool | str:
     return {"true": True, "false": False}.get(value.lower(), value)
 
@@ -311,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--overwrite", action="store_true", help="--run으로 지정한 기존 실행 폴더를 바꿈")
         add_config_arguments(c)
         c.set_defaults(fn=fn)
+
+    c = sub.add_parser("ablate", help="RAFT 학습 형식 비교: 골든만 vs RAFT vs RAFT(CoT 없음), RAG top-k 평가",
+                       description="같은 원본 모델·스텝·시드로 세 학습 형식을 학습하고, 원본 모델과 함께 같은 테스트 "
+                                   "질문(골든만, 골든+방해, RAG top-1/3/5)으로 평가합니다 (RAFT 논문 Table 1의 비교).")
+    c.add_argument("--seeds", type=int, nargs="+", default=None, help="시드들 (기본: tiny/smoke 1개, 그 외 0 1 2)")
+    c.add_argument("--num-examples", type=int, default=None, help="테스트 질문 수 (0 = 전부)")
+    c.add_argument("--metric", default="rougeL", help="표·그림·판정의 지표 (rougeL, rouge1, f1, bleu, exact_match)")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: build/ablation)")
+    add_config_arguments(c)
+    c.set_defaults(fn=cmd_ablate)
 
     c = sub.add_parser("evaluate", help="원본 vs 튜닝 평가")
     c.add_argument("--adapter", default=None, help="어댑터 폴더 (기본: 이 설정의 가장 최근 실행)")
