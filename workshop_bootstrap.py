@@ -263,7 +263,6 @@ def setup(bundle: str | Path | None = None, use_drive: bool = True, *, content: 
                 f"(다음 노트북은 Drive에서 열면 실행 결과도 남습니다)")
     else:
         build, model_cache, hf_home = root / "build", Path.home() / ".cache" / NAME, None
-    os.environ["WORKSHOP_ROOT"] = str(root)
     os.environ["WORKSHOP_BUILD_DIR"] = str(build)
     os.environ["WORKSHOP_CACHE"] = str(model_cache)
     if hf_home is not None:

@@ -159,7 +159,7 @@ print(json.dumps({
     "mounts": drive.MOUNTS,
     "project_root": str(project_root()),
     "build_path": str(load_config("tiny").build_path),
-    "cache_dir": str(cache_dir()),
+    "cache_dir": str(cache_dir(load_config("tiny").model.cache_dir)),  # WORKSHOP_CACHE through the config
     "hf_home": hc.HF_HOME,
     "cwd": os.getcwd(),
     "data": os.path.isfile(os.path.join(str(project_root()), "data", "raw", "hr_policies.json")),

@@ -138,7 +138,7 @@ def test_shared_checkout_builds_under_the_home(monkeypatch, tmp_path):
     checkout = tmp_path / "srv" / "qlora-raft-workshop"
     (checkout / "data").mkdir(parents=True)
     (checkout / "workshop_utils").mkdir()
-    (checkout / "pyproject.toml").write_text("")
+    (checkout / "pyproject.toml").write_text('[project]\nname = "workshop-utils"\n')
     home = tmp_path / "home" / "alice"
     monkeypatch.chdir(checkout)
     monkeypatch.setenv("HOME", str(home))

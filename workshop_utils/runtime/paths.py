@@ -4,17 +4,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_MARKERS = ("pyproject.toml", "data")
+def _is_checkout(p: Path) -> bool:
+    """A workshop checkout (or a Colab bundle's copy): data/ beside the pyproject.toml of workshop-utils."""
+    try:
+        return (p / "data").is_dir() and 'name = "workshop-utils"' in (p / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def project_root() -> Path:
-    """The workshop checkout: the first parent of the cwd holding pyproject.toml, data/ and workshop_utils/,
-    else the parent of this package (an editable install)."""
+    """The workshop checkout: the first parent of the cwd that is one (notebooks run from main-practice/,
+    the Colab set-up changes into the bundle's copy), else the parent of this package (an editable install)."""
     here = Path.cwd().resolve()
     for p in (here, *here.parents):
-        if all((p / m).exists() for m in _MARKERS) and (p / "workshop_utils").is_dir():
+        if _is_checkout(p):
             return p
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve(path: str | os.PathLike) -> Path:
