@@ -346,6 +346,7 @@ SIZE_REASONS = {
         "save_steps": "체크포인트도 4번 (이어서 학습 실습, best model 복원)",
         "eval_max_examples": "학습 중 검증은 32개로 (검증 한 번에 수십 초)",
         "early_stopping_patience": "검증 loss가 2번 연속 나빠지면 멈춤",
+        "output_dir": "실행 폴더를 크기별로 나눔 (runs/workshop-qlora/<시각>-<식별값>)",
         "num_examples": "평가 질문 24개 (주제별 균형) x 설정 3개 x 모델 2개",
         "max_new_tokens": "CoT 답변이 들어가는 길이로 제한 (생성 시간)",
     },

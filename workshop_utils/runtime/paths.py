@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 def _is_checkout(p: Path) -> bool:
     """A workshop checkout (or a Colab bundle's copy): data/ beside the pyproject.toml of workshop-utils."""
     try:

@@ -26,7 +26,7 @@ from ..model.attention import SEQUENCE_BOUNDARY_ATTENTIONS
 from ..model.cpu4bit import assert_trainable_4bit
 from ..model.lora import apply_lora, base_model, model_name, trainable_parameters
 from ..model.shape import Shape
-from ..runtime.device import DeviceChoice, choose_device
+from ..runtime.device import GIB, DeviceChoice, choose_device
 from ..runtime.distributed import dist_info, is_main_process, main_process_first
 from ..runtime.errors import WorkshopError
 from .callbacks import (
@@ -141,6 +141,8 @@ class TrainResult:
     total_params: int = 0
     gradient_checkpointing: bool = False
     resumed_from: str | None = None
+    peak_gib: float | None = None  # CUDA: peak allocated GPU memory during training
+    plan_gib: float | None = None  # the fast path's estimate for the same run (None off the fast path)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -349,6 +351,8 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
             print(f"[train] max_seq_length={cfg.model.max_seq_length}을 넘어 문맥 중간을 자른 예제: {setup.truncated}개")
         if ckpt:
             print(f"[train] 체크포인트에서 이어서 학습 (resume): {ckpt}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
         with interrupt.installed():
@@ -378,7 +382,9 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         eval_loss=evals[-1] if evals else None, run_dir=str(run_dir), adapter_dir=str(adapter_dir),
         log_history=history, diagnoses=[d.message() for d in setup.diagnoses.items],
         truncated=setup.truncated, trainable_params=setup.trainable_params, total_params=setup.total_params,
-        gradient_checkpointing=setup.gradient_checkpointing, resumed_from=ckpt)
+        gradient_checkpointing=setup.gradient_checkpointing, resumed_from=ckpt,
+        peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2) if torch.cuda.is_available() else None,
+        plan_gib=setup.fast_plan.estimate_gib)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(adapter_dir))
         (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), ensure_ascii=False, indent=1))
