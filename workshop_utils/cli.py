@@ -1,4 +1,4 @@
-"""`workshop` command: check, prepare, quality, train, evaluate, run, bench."""
+"""`workshop` command: check, prepare, quality, train, evaluate, run, export, bench."""
 from __future__ import annotations
 
 import argparse
@@ -122,6 +122,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import AdapterError, ExportError, export_gguf
+
+    try:
+        res = export_gguf(args.adapter, quant=args.quant, out_dir=args.out, base=args.base, overwrite=args.overwrite)
+    except AdapterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(res.describe())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="workshop", description="QLoRA/RAFT 워크숍 명령어")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -161,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument("--out", default=None)
             c.add_argument("--num-examples", type=int, default=None)
         c.set_defaults(fn=fn)
+
+    c = sub.add_parser("export", help="어댑터를 원본에 병합해 GGUF 파일(llama.cpp·Ollama)과 Ollama Modelfile로 내보내기")
+    c.add_argument("--adapter", required=True, help="어댑터 폴더 (adapter_config.json이 있는 곳, 예: build/runs/<이름>/adapter)")
+    c.add_argument("--format", default="gguf", choices=["gguf"], help="내보낼 형식 (지금은 gguf만)")
+    c.add_argument("--quant", default="f16", choices=["f16", "q8_0"],
+                   help="f16: 병합한 가중치 그대로(16비트) | q8_0: 8비트 블록 양자화 (크기 약 절반)")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: 어댑터 옆의 gguf-<quant>/)")
+    c.add_argument("--base", default=None,
+                   help="원본 모델 경로·Hub ID (기본: adapter_config.json의 base_model_name_or_path, 오프라인 모델은 offline)")
+    c.add_argument("--overwrite", action="store_true", help="이미 있는 GGUF·Modelfile을 다시 씀")
+    c.set_defaults(fn=cmd_export)
 
     from . import bench
 
