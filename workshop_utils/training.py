@@ -60,7 +60,7 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
     t = cfg.train
     on_gpu = device.device == "cuda"
     eval_on = t.eval_steps > 0
-    report = [r for r in t.report_to if r != "wandb" or _wandb_ready()]
+    report = [r for r in t.report_to if (r != "wandb" or _wandb_ready()) and (r != "trackio" or _trackio_ready())]
     kwargs = dict(
         output_dir=str(output_dir or cfg.run_dir),
         num_train_epochs=t.num_train_epochs,
@@ -92,6 +92,8 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
         save_only_model=False,
         disable_tqdm=False,
     )
+    if "trackio" in report:
+        kwargs.update(trackio_arguments(t.tracking_project, Path(kwargs["output_dir"]).name))
     if dist_info().distributed:
         # every LoRA parameter is used in each forward: no search for unused ones (DDP)
         kwargs["ddp_find_unused_parameters"] = False
@@ -105,6 +107,24 @@ def _wandb_ready() -> bool:
     from .tracking import wandb_mode
 
     return wandb_mode() != "disabled"
+
+
+def _trackio_ready() -> bool:
+    from .tracking import trackio_available
+
+    return trackio_available()
+
+
+def trackio_arguments(project: str, run_name: str) -> dict:
+    """TrainingArguments for trackio: the project and run name, logged locally only -- no Space on
+    the Hub now or after training (older transformers 5 releases lack some of these fields)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    wanted = {"project": project, "run_name": run_name, "trackio_space_id": None, "trackio_static_space_id": False}
+    known = {f.name for f in fields(TrainingArguments)}
+    return {k: v for k, v in wanted.items() if k in known}
 
 
 # The seed slide's TrainingArguments/Trainer call, row by row: (slide name, slide value, name in
@@ -127,7 +147,7 @@ SEED_TRAINING_ARGS = [
     ("bf16", True, "bf16", "장치에 맞게 자동: bf16=True 고정은 T4에서 실패, CPU는 fp32"),
     ("optim", "paged_adamw_8bit", "optim",
      "옵티마이저 상태(Adam m·v)를 8비트로 저장 + 메모리 부족 시 CPU로 페이징. '8비트 모델용'이 아님"),
-    ("report_to", "tensorboard", "report_to", "tensorboard (wandb는 설정했을 때만 추가)"),
+    ("report_to", "tensorboard", "report_to", "tensorboard (wandb·trackio는 설치하고 요청했을 때만 추가)"),
     ("Trainer(tokenizer=...)", "tokenizer", "Trainer(processing_class=...)",
      "transformers 5에서 Trainer의 tokenizer= 삭제 → processing_class="),
     ("(없음)", None, "max_grad_norm", "QLoRA 논문 값 0.3 (그래디언트 클리핑)"),
@@ -349,6 +369,20 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     return trainer, model, info
 
 
+def tracking_lines(cfg: WorkshopConfig, args) -> list[str]:
+    """trackio's local dashboard command when it logs this run, or why it was left out."""
+    from .tracking import TRACKIO_INSTALL, trackio_dashboard_command, trackio_dir
+
+    lines = []
+    if "trackio" in args.report_to:
+        project = getattr(args, "project", cfg.train.tracking_project)
+        lines.append(f"[tracking] trackio 로컬 대시보드: {trackio_dashboard_command(project)} "
+                     f"(기록 위치 {trackio_dir()}, Hub로 보내지 않음)")
+    elif "trackio" in cfg.train.report_to:
+        lines.append(f"[tracking] trackio가 설치되어 있지 않아 뺐습니다: {TRACKIO_INSTALL}")
+    return lines
+
+
 def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, resume: bool | str = "auto",
           callbacks: list | None = None, verbose: bool = True, **arg_overrides) -> tuple[object, TrainResult]:
     """Train LoRA adapters on the RAFT train split; returns (peft_model, TrainResult).
@@ -379,6 +413,8 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
             print(f"[train] max_seq_length={cfg.model.max_seq_length}을 넘어 문맥 중간을 자른 예제: {info['truncated']}개")
         if ckpt:
             print(f"[train] 체크포인트에서 이어서 학습 (resume): {ckpt}")
+        for line in tracking_lines(cfg, trainer.args):
+            print(line)
     t0 = time.perf_counter()
     try:
         out = trainer.train(resume_from_checkpoint=ckpt)
