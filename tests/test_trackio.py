@@ -167,3 +167,15 @@ def test_real_trackio_local_run_writes_the_losses_to_its_local_database(tmp_path
     assert json.loads(lines["LOSSES"]) == pytest.approx(json.loads(lines["TRAINER"])) and json.loads(lines["LOSSES"])
     assert 'trackio show --project "qlora-raft-workshop"' in proc.stdout
     assert list((tmp_path / "trackio").glob("*.db"))
+
+
+def test_cli_report_to_adds_trackers_next_to_tensorboard(capsys):
+    import argparse
+
+    from workshop_utils import cli
+
+    args = argparse.Namespace(size="tiny", model=None, max_steps=None, report_to=cli._trackers("trackio"))
+    assert cli._cfg(args).train.report_to == ["tensorboard", "trackio"]
+    with pytest.raises(SystemExit) as err:
+        cli.main(["train", "--report-to", "mlflow"])
+    assert err.value.code == 2 and "알 수 없는 로깅 대상" in capsys.readouterr().err

@@ -15,7 +15,17 @@ def _cfg(args):
         overrides["model.model_id"] = args.model
     if getattr(args, "max_steps", None) is not None:
         overrides["train.max_steps"] = args.max_steps
+    if getattr(args, "report_to", None):
+        overrides["train.report_to"] = ["tensorboard", *args.report_to]  # TensorBoard always stays
     return load_config(size=getattr(args, "size", None), **overrides)
+
+
+def _trackers(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in ("wandb", "trackio", "tensorboard")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"알 수 없는 로깅 대상 {bad} (가능: wandb, trackio)")
+    return [t for t in names if t != "tensorboard"]
 
 
 def cmd_check(args) -> int:
@@ -168,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--size", choices=["full", "smoke", "tiny"], default=None)
         c.add_argument("--model", default=None, help="모델 ID/경로 (기본: auto)")
         c.add_argument("--max-steps", type=int, default=None)
+        if name in ("train", "run"):
+            c.add_argument("--report-to", type=_trackers, default=None,
+                           help="TensorBoard에 더해 기록할 곳: wandb, trackio (쉼표로 여러 개, 설치된 것만 쓰임)")
         if name == "train":
             c.add_argument("--resume", default="auto", help="auto | true | false | 체크포인트 경로")
         if name == "evaluate":

@@ -573,10 +573,11 @@ class ExportPlan:
         return f"workshop export --adapter {self.adapter_dir} --format gguf --quant {self.quant}"
 
     def describe(self) -> str:
+        scale = (f" (EXAONE-7.8B라면 RAM 약 {merge_memory_gib(7.8e9, torch.float16):.1f} GiB)"
+                 if self.num_params < 1e9 else "")
         return (f"[export] 원본 {self.base} ({self.model_type}, 파라미터 {self.num_params / 1e6:,.0f}M)을 fp16으로 올려 "
                 f"어댑터를 병합합니다: RAM 약 {self.merge_gib:.2f} GiB + 변환 버퍼 {self.buffer_gib:.2f} GiB, "
-                f"GGUF({self.quant}) 파일 약 {_size(self.file_gib * GIB)} (EXAONE-7.8B라면 RAM 약 "
-                f"{merge_memory_gib(7.8e9, torch.float16):.1f} GiB)")
+                f"GGUF({self.quant}) 파일 약 {_size(self.file_gib * GIB)}{scale}")
 
 
 def plan_export(adapter_dir: str | Path, quant: str = "f16", out_dir: str | Path | None = None,
