@@ -55,11 +55,12 @@ class GgufArch:
     name: str             # llama.cpp's architecture name (general.architecture)
     arch: gguf.MODEL_ARCH
     permute_qk: bool      # reorder q/k rows for llama.cpp's interleaved (GPT-J style) RoPE
+    default_pre: str      # pre-tokenizer name when the tokenizer's hash is not in the table below
 
 
 ARCHS = {
-    "llama": GgufArch("llama", gguf.MODEL_ARCH.LLAMA, permute_qk=True),
-    "exaone": GgufArch("exaone", gguf.MODEL_ARCH.EXAONE, permute_qk=False),
+    "llama": GgufArch("llama", gguf.MODEL_ARCH.LLAMA, permute_qk=True, default_pre="default"),
+    "exaone": GgufArch("exaone", gguf.MODEL_ARCH.EXAONE, permute_qk=False, default_pre="exaone"),
 }
 
 # quant name -> (tensor type of the 2-D weights, llama.cpp's file type, bytes per weight)
@@ -242,7 +243,7 @@ class GgufVocab:
     add_space_prefix: bool
 
 
-def gguf_vocab(tokenizer, vocab_size: int, verbose: bool = True) -> GgufVocab:
+def gguf_vocab(tokenizer, vocab_size: int, default_pre: str = "default", verbose: bool = True) -> GgufVocab:
     """The tokenizer as llama.cpp's "gpt2" (byte-level BPE) vocabulary: tokens in id order with their
     types, the merges, the special ids and whether BOS/EOS are added."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -276,9 +277,9 @@ def gguf_vocab(tokenizer, vocab_size: int, verbose: bool = True) -> GgufVocab:
             types.append(gguf.TokenType.NORMAL)
     pre_name = pre_tokenizer_name(tokenizer)
     if pre_name is None:
-        pre_name = "default"
+        pre_name = default_pre
         if verbose:
-            print("[export] 경고: llama.cpp가 아는 토크나이저 사전 분할(pre-tokenizer)이 아닙니다. 'default'로 적으므로 "
+            print(f"[export] 경고: llama.cpp 표에 없는 토크나이저 사전 분할(pre-tokenizer)이라 '{pre_name}'로 적습니다. "
                   "llama.cpp의 토큰화가 transformers와 조금 다를 수 있습니다")
     probe = tokenizer("가나다")["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -435,7 +436,7 @@ def write_gguf(model, tokenizer, path: str | Path, quant: str = "f16", name: str
         extra[f"{gguf.TENSOR_NAMES[T.ROPE_FREQS]}.weight"] = llama3_rope_factors(theta, head_dim, rope)
     elif rope_type not in ("default", "linear"):
         raise ExportError(f"이 내보내기는 RoPE 스케일링 '{rope_type}'을 지원하지 않습니다 (default, linear, llama3만)")
-    vocab = gguf_vocab(tokenizer, cfg.vocab_size, verbose)
+    vocab = gguf_vocab(tokenizer, cfg.vocab_size, spec.default_pre, verbose)
     chat = chat_format(tokenizer)
     eot = chat.end_of_turn(tokenizer) if chat else None
 
