@@ -9,6 +9,7 @@ where trackio is installed (`pip install -e '.[tracking]'`).
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ class FakeTrackio(types.ModuleType):
 
     def __init__(self):
         super().__init__("trackio")
-        self.__spec__ = importlib.machinery.ModuleSpec("trackio", None)
+        self.__spec__ = importlib.machinery.ModuleSpec("trackio", None, origin="fake trackio (tests)")
         self.__version__ = "0.43.0"
         self.calls: list[tuple[str, object]] = []
         self.context_vars = types.SimpleNamespace(current_space_id=types.SimpleNamespace(get=lambda: None))
@@ -100,6 +101,16 @@ def test_trackio_is_added_when_installed_and_asked_for_and_stays_local(tmp_path,
     assert tracking_lines(cfg, args) == [
         f'[tracking] trackio 로컬 대시보드: trackio show --project "qlora-raft-workshop" '
         f"(기록 위치 {trackio_dir()}, Hub로 보내지 않음)"]
+
+
+def test_a_bare_trackio_folder_on_the_path_is_not_trackio(monkeypatch, tmp_path):
+    from workshop_utils.tracking import trackio_available
+
+    (tmp_path / "trackio").mkdir()  # e.g. TRACKIO_DIR=./trackio: importable as an empty namespace package
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "trackio", raising=False)
+    if importlib.util.find_spec("trackio").origin is None:  # only when no real trackio comes first
+        assert not trackio_available()
 
 
 def test_trackio_dir_follows_trackio_dir_then_hf_home(monkeypatch, tmp_path):

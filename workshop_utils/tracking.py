@@ -51,8 +51,13 @@ TRACKIO_INSTALL = "pip install -e '.[tracking]'"
 
 
 def trackio_available() -> bool:
-    """Whether trackio can be imported (the same test transformers makes before it adds TrackioCallback)."""
-    return importlib.util.find_spec("trackio") is not None
+    """Whether trackio is installed: transformers' own test (find_spec), minus a bare folder named
+    trackio on the path (a namespace package, e.g. a TRACKIO_DIR under the working directory)."""
+    try:
+        spec = importlib.util.find_spec("trackio")
+    except ValueError:
+        return False
+    return spec is not None and spec.origin is not None
 
 
 def trackio_dir() -> Path:
