@@ -217,8 +217,8 @@ def test_f16_gguf_round_trips_exactly_through_transformers(offline_export, token
     for text in ex["texts"]:
         assert gtok(text)["input_ids"] == tokenizer(text)["input_ids"]
 
-    # logits: within fp16 rounding of the weights (measured 0.050 on logits up to ~40), while the
-    # adapter itself moves them by more than 1 -- a file without it would fail
+    # logits: within fp16 rounding of the weights (measured max 0.047, mean 0.005 on logits up to ~40),
+    # while the adapter itself moves them by up to 3.2 -- a file without it would fail
     got = logits(gm, gtok, ex["texts"])
     diff = (got - ex["ref_logits"]).abs().max().item()
     assert diff < 0.1, diff
@@ -260,8 +260,8 @@ def test_q8_0_gguf_from_the_cli_round_trips_within_the_stated_bound(offline_expo
     gm, _ = load_gguf(path, with_tokenizer=False)
     got = logits(gm, tokenizer, ex["texts"])
     d = (got - ex["ref_logits"]).abs()
-    # stated bound for q8_0 (blocks of 32 weights, one fp16 scale each): max |diff| < 4 and mean < 0.3
-    # on logits up to ~40 (measured 2.4 and 0.17); the arg-max token agrees at >= 95% of positions (98.8%)
+    # stated bound for q8_0 (blocks of 32 weights, one fp16 scale each): max |diff| < 4 and mean < 0.3 over
+    # 247 positions x 49,152 logits up to ~40 (measured 2.72 and 0.156); arg-max agrees at >= 95% (99.2%)
     assert d.max().item() < 4.0 and d.mean().item() < 0.3, (d.max().item(), d.mean().item())
     assert (got.argmax(-1) == ex["ref_logits"].argmax(-1)).float().mean().item() >= 0.95
 
