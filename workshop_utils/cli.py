@@ -1,4 +1,4 @@
-"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, ablate, bench.
+"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, ablate, export, bench.
 
 Every setting of config.py is a flag (`--train.learning_rate 1e-4`, `workshop train --help` lists them with
 their help text) and can come from a YAML file (`--config run.yaml`); a flag beats the file, which beats a
@@ -19,7 +19,7 @@ from .config import SECTIONS, SIZES, ConfigError, WorkshopConfig, load_config
 from .runtime.errors import WorkshopError
 
 SHORTCUTS = {"size": "size", "model": "model.model_id", "max_steps": "train.max_steps", "build_dir": "build_dir",
-             "data": "data_dir"}
+             "data": "data_dir", "report_to": "train.report_to"}
 SECTION_TITLES = {"model": "모델 설정 (model)", "data": "데이터 설정 (data)", "lora": "LoRA 설정 (lora)",
                   "train": "학습 설정 (train)", "eval": "평가 설정 (eval)"}
 
@@ -32,6 +32,8 @@ def add_config_arguments(p: argparse.ArgumentParser, sections: tuple[str, ...] =
     g.add_argument("--model", default=argparse.SUPPRESS, help="모델 ID/경로, offline, random:exaone[:...] (model.model_id)")
     g.add_argument("--max-steps", dest="max_steps", default=argparse.SUPPRESS, help="학습 스텝 수 (train.max_steps)")
     g.add_argument("--build-dir", dest="build_dir", default=argparse.SUPPRESS, help="산출물 폴더 (build_dir)")
+    g.add_argument("--report-to", dest="report_to", default=argparse.SUPPRESS, type=_trackers,
+                   help="TensorBoard 말고 더 기록할 곳: wandb, trackio (쉼표로; TensorBoard는 항상 남음)")
     g.add_argument("--data", default=argparse.SUPPRESS,
                    help="준비된 데이터 폴더 (workshop prepare --out의 폴더; data_dir). 주면 그 데이터를 그대로 씀")
     default = WorkshopConfig()
@@ -43,6 +45,14 @@ def add_config_arguments(p: argparse.ArgumentParser, sections: tuple[str, ...] =
                 text += f" [{' | '.join(map(str, f.metadata['choices']))}]"
             g.add_argument(f"--{s}.{f.name}", dest=f"cfg.{s}.{f.name}", default=argparse.SUPPRESS, metavar="값",
                            help=f"{text} (기본 {getattr(getattr(default, s), f.name)!r})".replace("%", "%%"))
+
+
+def _trackers(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in ("wandb", "trackio", "tensorboard")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"알 수 없는 로깅 대상 {bad} (가능: wandb, trackio)")
+    return ["tensorboard", *(t for t in names if t != "tensorboard")]  # TensorBoard always stays
 
 
 def config_from_args(args: argparse.Namespace) -> WorkshopConfig:
@@ -285,6 +295,14 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .report.export import export_gguf
+
+    res = export_gguf(args.adapter, quant=args.quant, out_dir=args.out, base=args.base, overwrite=args.overwrite)
+    print(res.describe())
+    return 0
+
+
 def _resume(value: str) -> bool | str:
     return {"true": True, "false": False}.get(value.lower(), value)
 
@@ -347,6 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="출력 폴더 (기본: build/ablation)")
     add_config_arguments(c)
     c.set_defaults(fn=cmd_ablate)
+
+    c = sub.add_parser("export", help="어댑터를 원본에 병합해 GGUF 파일(llama.cpp·Ollama)과 Ollama Modelfile로 내보내기")
+    c.add_argument("--adapter", required=True, help="어댑터 폴더 (adapter_config.json이 있는 곳, 예: build/runs/<이름>/<실행>/adapter)")
+    c.add_argument("--format", default="gguf", choices=["gguf"], help="내보낼 형식 (지금은 gguf만)")
+    c.add_argument("--quant", default="f16", choices=["f16", "q8_0"],
+                   help="f16: 병합한 가중치 그대로(16비트) | q8_0: 8비트 블록 양자화 (크기 약 절반)")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: 어댑터 옆의 gguf-<quant>/)")
+    c.add_argument("--base", default=None,
+                   help="원본 모델 경로·Hub ID (기본: adapter_config.json의 base_model_name_or_path, 오프라인 모델은 offline)")
+    c.add_argument("--overwrite", action="store_true", help="이미 있는 GGUF·Modelfile을 다시 씀")
+    c.set_defaults(fn=cmd_export)
 
     c = sub.add_parser("evaluate", help="원본 vs 튜닝 평가")
     c.add_argument("--adapter", default=None, help="어댑터 폴더 (기본: 이 설정의 가장 최근 실행)")

@@ -136,7 +136,10 @@ class TrainSettings(_Section):
     max_grad_norm: float = _help("그래디언트 클리핑 임계값", 0.3)
     gradient_checkpointing: str = _help(
         "활성화 체크포인팅: auto(메모리 예산으로 결정, 일부 층만도 가능) | on | off | 층 수(정수, 앞에서부터)", "auto")
-    report_to: list = _help("로깅 대상 (tensorboard는 항상, wandb는 설치·설정 시)", ["tensorboard"])
+    report_to: list = _help(
+        "로깅 대상: tensorboard는 항상, wandb·trackio는 설치(pip install -e '.[tracking]')되어 있고 여기에 적었을 때만",
+        ["tensorboard"])
+    tracking_project: str = _help("trackio 프로젝트 이름: 로컬 대시보드에서 실행들을 묶는 단위", "qlora-raft-workshop")
     early_stopping_patience: int = _help("검증 loss가 개선되지 않으면 멈출 평가 횟수 (0이면 끔)", 0)
     eval_max_examples: int = _help("학습 중 검증 loss에 쓸 검증 예제 수 (0이면 전부)", 0)
     completion_only_logits: bool = _help(

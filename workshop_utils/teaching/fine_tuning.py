@@ -60,7 +60,7 @@ SEED_TRAINING_ARGS = [
     ("bf16", True, "bf16", "장치에 맞게 자동: bf16=True 고정은 T4에서 실패, CPU는 fp32"),
     ("optim", "paged_adamw_8bit", "optim",
      "옵티마이저 상태(Adam m·v)를 8비트로 저장 + 메모리 부족 시 CPU로 페이징. '8비트 모델용'이 아님"),
-    ("report_to", "tensorboard", "report_to", "tensorboard (wandb는 설정했을 때만 추가)"),
+    ("report_to", "tensorboard", "report_to", "tensorboard (wandb·trackio는 설치하고 요청했을 때만 추가)"),
     ("Trainer(tokenizer=...)", "tokenizer", "Trainer(processing_class=...)",
      "transformers 5에서 Trainer의 tokenizer= 삭제 → processing_class="),
     ("(없음)", None, "max_grad_norm", "QLoRA 논문 값 0.3 (그래디언트 클리핑)"),

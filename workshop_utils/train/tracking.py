@@ -1,5 +1,6 @@
 """Experiment tracking: TensorBoard (always), W&B (when installed and configured, offline otherwise,
-never a blocking login prompt), and the seed's manual experiment log filled in automatically.
+never a blocking login prompt), trackio (when installed and asked for: a local dashboard, nothing
+sent anywhere), and the seed's manual experiment log filled in automatically.
 
 The seed's template:
     ## 실험 #001
@@ -10,6 +11,7 @@ versions, so the run can be reproduced.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import re
 import subprocess
@@ -45,6 +47,31 @@ def configure_wandb(project: str = "exaone-qlora-raft") -> str:
         os.environ.setdefault("WANDB_PROJECT", project)
         os.environ.setdefault("WANDB_SILENT", "true")
     return mode
+
+
+TRACKIO_INSTALL = "pip install -e '.[tracking]'"
+
+
+def trackio_available() -> bool:
+    """Whether trackio is installed: transformers' own test (find_spec), minus a bare folder named
+    trackio on the path (a namespace package, e.g. a TRACKIO_DIR under the working directory)."""
+    try:
+        spec = importlib.util.find_spec("trackio")
+    except ValueError:
+        return False
+    return spec is not None and spec.origin is not None
+
+
+def trackio_dir() -> Path:
+    """Where trackio keeps its local database: TRACKIO_DIR, else <HF_HOME>/trackio."""
+    from huggingface_hub.constants import HF_HOME
+
+    return Path(os.environ["TRACKIO_DIR"]) if os.environ.get("TRACKIO_DIR") else Path(HF_HOME) / "trackio"
+
+
+def trackio_dashboard_command(project: str) -> str:
+    """The terminal command that opens trackio's local dashboard for a project."""
+    return f'trackio show --project "{project}"'
 
 
 def git_commit(root: Path | None = None) -> str:
