@@ -69,6 +69,18 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
 
+# On a CUDA GPU: every notebook at the workshop size (the real schedule, not the CI's tiny one), then the
+# time of each notebook. WORKSHOP_MODEL picks the model (default: EXAONE from the Hub; offline, random:exaone
+# for a machine without the Hub). Results: build/test-gpu/notebooks.xml and the table printed at the end.
+GPU_CELL_TIMEOUT ?= 3600
+test-gpu: $(STAMP)
+	@$(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || \
+	  { echo "CUDA GPU가 보이지 않습니다: make test-gpu는 GPU 머신에서 실행합니다 (CPU에서는 make test)" >&2; exit 1; }
+	@mkdir -p build/test-gpu
+	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env \
+	  --nbval-cell-timeout=$(GPU_CELL_TIMEOUT) -p no:cacheprovider --junitxml=build/test-gpu/notebooks.xml \
+	  $(PYTEST_ARGS); rc=$$?; $(PY) scripts/notebook_times.py build/test-gpu/notebooks.xml; exit $$rc
+
 # Record the versions the tests passed with (this Python's pip freeze) and resolve the same for every tested
 # Python: constraints/py3.X.txt (torch and CUDA wheels excluded: they follow the machine).
 lock: $(STAMP)

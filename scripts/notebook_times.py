@@ -16,11 +16,10 @@ def notebook_times(paths: list[str]) -> list[dict]:
         for case in ET.parse(path).getroot().iter("testcase"):
             file = case.get("classname", "") or case.get("file", "")
             name = case.get("name", "")
-            if ".ipynb" not in file + name:
+            if not file.endswith(".ipynb"):
                 continue
-            nb = (file if ".ipynb" in file else name).split("::")[0].replace(".", "/", file.count(".") - 1) \
-                if ".ipynb" not in file else file
-            nb = nb.split("::")[0]
+            # nbval's classname is the path with dots for slashes; the folders (prerequisites, main-practice) have none
+            nb = file.split(".", 1)[1] if file.count(".") > 1 and "/" not in file else file
             seconds = float(case.get("time", 0))
             r = rows[nb]
             r["cells"] += 1
