@@ -11,6 +11,7 @@
 # Environment (all optional):
 #   RECIPES   workshop bench recipes in priority order (those that would end past the budget are skipped)
 #   PEER      peer kit variants run in the same call, e.g. "uns+flat uns+flat+fp16 uns+flat+nogc+bs16 gc"
+#   PEER_GPU  run the peer kit at the same time on this GPU (nvidia-h200-x2: 1) instead of after the recipes
 #   BUDGET_S  seconds for everything (default 470: an 8-minute call with room for the start)
 #   CHECKS    0 skips the kernel and small-model checks (scripts/gpu_perf.py --no-checks)
 # What comes back ($OUT): gpu_perf.log, bench.json, checks.json; the last thing printed is the table.
@@ -48,6 +49,7 @@ mkdir -p "$out"
 args=(--out "$out" --work build/gpu_perf --budget "${BUDGET_S:-470}")  # $OUT gets 3 files, not the per-recipe JSONs
 [ -n "${RECIPES:-}" ] && args+=(--recipes $RECIPES)
 [ -n "${PEER:-}" ] && args+=(--peer $PEER)
+[ -n "${PEER_GPU:-}" ] && args+=(--peer-gpu "$PEER_GPU")
 [ "${CHECKS:-1}" = 0 ] && args+=(--no-checks)
 set -o pipefail
 python3 scripts/gpu_perf.py "${args[@]}" 2>&1 | tee "$out/gpu_perf.log"

@@ -77,3 +77,21 @@ def test_bench_measures_hf_lean_and_the_compiled_default_on_cpu(tmp_path, monkey
     assert comp["loss_step1"] == pytest.approx(eager["loss_step1"], rel=1e-5)
     assert lean["loss_step1"] == pytest.approx(eager["loss_step1"], rel=1e-3)
     torch._dynamo.reset()
+
+
+def test_peer_run_on_its_own_gpu_sees_only_that_gpu_and_keeps_the_kits_packages(tmp_path, monkeypatch):
+    """The kit beside the recipes: CUDA_VISIBLE_DEVICES names its GPU, our PYTHONPATH does not leak in."""
+    from pathlib import Path
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "peer_bench.sh").write_text(
+        'echo "steps=$1 gpu=${CUDA_VISIBLE_DEVICES:-all} pp=${PYTHONPATH:-none}"\n'
+        'for v in "${@:2}"; do echo "RESULT {\\"variant\\": \\"$v\\", \\"tokens_per_s\\": 100.0, '
+        '\\"peak_alloc_gib\\": 6.5}"; done\n')
+    monkeypatch.setenv("PYTHONPATH", "/ours")
+    side = bench.PeerRun(Path(kit), ["uns+flat", "gc"], 4, gpu=1)
+    rows = side.rows()
+    assert side.lines[0].strip() == "steps=4 gpu=1 pp=none"
+    assert [r["recipe"] for r in rows] == ["peer:uns+flat", "peer:gc"]
+    assert all(r["tokens_per_s"] == 100.0 and not r.get("error") for r in rows)

@@ -331,10 +331,11 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
               steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
               seed: int = 0, profile: list[str] | None = None, attention: str = "auto",
               isolate: bool | None = None, peer: list[str] | None = None, peer_kit: str | Path = ".peer",
-              time_budget_s: float | None = None) -> dict:
+              time_budget_s: float | None = None, peer_gpu: int | None = None) -> dict:
     """Run the recipes (then the peer kit's `peer` variants), print the table, write `out/bench.json`
     after every recipe. With `time_budget_s` a recipe that would likely end past the budget (judged by
-    the longest recipe so far) is skipped and marked so: for device calls with a time limit."""
+    the longest recipe so far) is skipped and marked so: for device calls with a time limit. With
+    `peer_gpu` the peer kit runs at the same time on that GPU (a machine with two or more) instead of after."""
     import torch
 
     from .model.choice import resolve_model
@@ -375,6 +376,7 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
           f"스텝당 {seqs_per_step}개, 웜업 {warmup} + 측정 {steps} 스텝")
     cache: dict = {}
     start = time.perf_counter()
+    side = PeerRun(Path(peer_kit), peer, steps + 1, gpu=peer_gpu) if peer and peer_gpu is not None else None
     if isolate is None:  # a fresh process per recipe: nothing one recipe leaves on the GPU counts for the next
         isolate = on_cuda and len(recipes) > 1 and dist_info().world_size == 1
     result["isolated"] = bool(isolate)
@@ -402,7 +404,13 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         print("[bench]   " + json.dumps({k: row.get(k) for k in ("tokens_per_s", "peak_allocated_gib",
                                                                   "checkpointing", "micro_batch", "error")},
                                        ensure_ascii=False), flush=True)
-    if peer and time_budget_s and time.perf_counter() - start + 60 * (1 + len(peer)) > time_budget_s:
+    if side:
+        print(f"[bench] t={time.perf_counter() - start:.0f}s 피어 키트 (GPU {peer_gpu})를 기다립니다 ...", flush=True)
+        result["rows"] += side.rows()
+        _speedups(result["rows"])
+        if is_main_process():
+            (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    elif peer and time_budget_s and time.perf_counter() - start + 60 * (1 + len(peer)) > time_budget_s:
         print(f"[bench] 피어 키트: 시간 예산 안에 끝나지 않을 것 같아 건너뜀 ({' '.join(peer)})", flush=True)
         result["rows"] += [{"recipe": f"peer:{v}", "error": f"skipped: time budget {time_budget_s:.0f} s"}
                            for v in peer]
@@ -437,21 +445,39 @@ def run_isolated(name: str, shape: str, layers: int | None, steps: int, warmup: 
         return {"recipe": name, "description": describe_recipe(name), "error": f"recipe process failed (rc={rc})"}
 
 
-def run_peer(kit: Path, variants: list[str], steps: int) -> list[dict]:
+class PeerRun:
     """The peer kit's variants in one call of its script (each variant in its own process, its own
-    packages on PYTHONPATH), one row each, parsed from its `RESULT {...}` lines."""
-    import os
-    import subprocess
+    packages on PYTHONPATH), started now; `rows()` waits and parses its `RESULT {...}` lines. With `gpu`
+    the kit sees only that GPU, so it can run beside the project's recipes on another one."""
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the kit sets its own packages
-    proc = subprocess.Popen(["bash", str(kit / "peer_bench.sh"), str(steps), *variants], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        print("[peer] " + line, end="", flush=True)
-        lines.append(line)
-    proc.wait()
-    return peer_rows("".join(lines), variants)
+    def __init__(self, kit: Path, variants: list[str], steps: int, gpu: int | None = None):
+        import os
+        import subprocess
+        import threading
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the kit sets its own packages
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        self.variants, self.lines = variants, []
+        self.proc = subprocess.Popen(["bash", str(kit / "peer_bench.sh"), str(steps), *variants], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            print("[peer] " + line, end="", flush=True)
+            self.lines.append(line)
+
+    def rows(self) -> list[dict]:
+        self.proc.wait()
+        self.reader.join()
+        return peer_rows("".join(self.lines), self.variants)
+
+
+def run_peer(kit: Path, variants: list[str], steps: int) -> list[dict]:
+    """The peer kit's variants, after the project's recipes (one GPU)."""
+    return PeerRun(kit, variants, steps).rows()
 
 
 def peer_rows(text: str, variants: list[str]) -> list[dict]:
@@ -555,6 +581,8 @@ def add_arguments(ap) -> None:
     ap.add_argument("--peer", nargs="*", default=[],
                     help="같은 호출에서 잴 피어 키트 변형 (예: gc uns+flat uns+flat+fp16 uns+flat+nogc+bs16)")
     ap.add_argument("--peer-kit", default=".peer", help="피어 키트 폴더 (../shared/tools/peer/build.sh로 만든 .peer)")
+    ap.add_argument("--peer-gpu", type=int, default=None,
+                    help="피어 키트를 이 GPU에서 동시에 실행 (GPU 2장 이상; 기본: 우리 레시피 뒤에 같은 GPU에서)")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="전체 시간 예산(초): 예산 안에 끝나지 않을 레시피는 건너뜀 (시간 제한이 있는 GPU 호출용)")
 
@@ -562,7 +590,8 @@ def add_arguments(ap) -> None:
 def run_from_args(args) -> int:
     res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, args.seqs_per_step,
                     out=args.out, seed=args.seed, profile=args.profile, attention=args.attention,
-                    isolate=args.isolate, peer=args.peer, peer_kit=args.peer_kit, time_budget_s=args.time_budget)
+                    isolate=args.isolate, peer=args.peer, peer_kit=args.peer_kit, time_budget_s=args.time_budget,
+                    peer_gpu=args.peer_gpu)
     return 0 if all("error" not in r for r in res["rows"]) else 1
 
 
