@@ -69,17 +69,27 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
 
-# On a CUDA GPU: every notebook at the workshop size (the real schedule, not the CI's tiny one), then the
-# time of each notebook. WORKSHOP_MODEL picks the model (default: EXAONE from the Hub; offline, random:exaone
-# for a machine without the Hub). Results: build/test-gpu/notebooks.xml and the table printed at the end.
+# On a CUDA GPU, two passes at the workshop size (the real schedule, not the CI's tiny one):
+#   1. every notebook with GPU_MODEL (default: the offline model, real weights and metrics; an instructor with
+#      the Hub can pass GPU_MODEL=LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct);
+#   2. the EXAONE-7.8B shape with random weights (no download) in 00.01 and 03: the real model's memory path,
+#      checked in notebook 03 against the plan it prints.
+# Results in build/test-gpu/: JUnit XML per pass, the executed notebooks (with outputs), a time table per notebook.
+GPU_MODEL ?= offline
 GPU_CELL_TIMEOUT ?= 3600
+GPU_PYTEST = $(PY) -m pytest --nbval-lax --current-env --nbval-cell-timeout=$(GPU_CELL_TIMEOUT) -p no:cacheprovider \
+  -p tests.helpers.save_executed
 test-gpu: $(STAMP)
 	@$(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || \
 	  { echo "CUDA GPU가 보이지 않습니다: make test-gpu는 GPU 머신에서 실행합니다 (CPU에서는 make test)" >&2; exit 1; }
 	@mkdir -p build/test-gpu
-	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env \
-	  --nbval-cell-timeout=$(GPU_CELL_TIMEOUT) -p no:cacheprovider --junitxml=build/test-gpu/notebooks.xml \
-	  $(PYTEST_ARGS); rc=$$?; $(PY) scripts/notebook_times.py build/test-gpu/notebooks.xml; exit $$rc
+	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=$(GPU_MODEL) $(GPU_PYTEST) $(NOTEBOOKS) \
+	  --junitxml=build/test-gpu/notebooks.xml --save-executed build/test-gpu/executed $(PYTEST_ARGS); rc1=$$?; \
+	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=random:exaone $(GPU_PYTEST) \
+	  prerequisites/00.01-prerequisites.ipynb main-practice/03_fine_tuning_with_lora.ipynb \
+	  --junitxml=build/test-gpu/exaone-shape.xml --save-executed build/test-gpu/executed-exaone-shape $(PYTEST_ARGS); \
+	rc2=$$?; $(PY) scripts/notebook_times.py build/test-gpu/notebooks.xml build/test-gpu/exaone-shape.xml; \
+	exit $$(( rc1 || rc2 ))
 
 # Record the versions the tests passed with (this Python's pip freeze) and resolve the same for every tested
 # Python: constraints/py3.X.txt (torch and CUDA wheels excluded: they follow the machine).

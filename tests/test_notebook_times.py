@@ -35,3 +35,13 @@ def test_notebook_times_groups_cells_by_notebook_and_skips_unit_tests(tmp_path, 
     assert mod.main([str(xml)]) == 0
     out = capsys.readouterr().out
     assert "| 합계 | 4 | 54 | 1 | |" in out
+
+
+def test_notebook_times_keeps_passes_apart(tmp_path):
+    mod = load()
+    (tmp_path / "notebooks.xml").write_text(XML)
+    (tmp_path / "exaone-shape.xml").write_text(XML)
+    rows = mod.notebook_times([str(tmp_path / "notebooks.xml"), str(tmp_path / "exaone-shape.xml")])
+    assert [r["notebook"] for r in rows] == [
+        "00.01-prerequisites.ipynb (notebooks)", "03_fine_tuning_with_lora.ipynb (notebooks)",
+        "00.01-prerequisites.ipynb (exaone-shape)", "03_fine_tuning_with_lora.ipynb (exaone-shape)"]
