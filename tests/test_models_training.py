@@ -197,6 +197,7 @@ def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokeniz
     from transformers import TrainerCallback
 
     from workshop_utils.train.runs import list_runs
+    from workshop_utils.data.prompts import tokenize_dataset
     from workshop_utils.train.trainer import train
 
     class Interrupt(TrainerCallback):
@@ -212,6 +213,10 @@ def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokeniz
     assert [p.name for p in run.checkpoints()] == ["checkpoint-2"] and not run.complete
     _, res = train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=True)
     assert res.resumed_from.endswith("checkpoint-2") and res.steps == 4 and res.run_dir == str(run.path)
+    # tokens/s counts this session only: steps 3 and 4, one example each, no padding
+    ds, _ = tokenize_dataset(tokenizer, SHORT, cfg.model.max_seq_length)
+    lengths = sorted(len(ids) for ids in ds["input_ids"])
+    assert sum(lengths[:2]) <= res.tokens_seen <= sum(lengths[-2:]) and res.tokens_per_s > 0
     assert (run.path / "adapter" / "adapter_config.json").exists()
 
 

@@ -94,6 +94,11 @@ SIZE_PLANS = {
              "eval_batch_size": 2, "max_seq_length": 2048},
     "smoke": {"seeds": (0,), "max_steps": 8, "num_examples": 4, "max_new_tokens": 32, "max_new_tokens_cot": 64,
               "eval_batch_size": 4, "max_seq_length": 2048},
+    # a GPU with the offline model (notebook 06's GPU numbers): three seeds, every prompt of a model in one
+    # generation batch (24 questions x 5 settings); SmolLM2 spends ~2 tokens per Hangul character, so golden + 2
+    # distractors of ~600 characters and the CoT target need ~4,000 tokens
+    "workshop": {"seeds": (0, 1, 2), "max_steps": 20, "num_examples": 24, "max_new_tokens": 128,
+                 "max_new_tokens_cot": 384, "eval_batch_size": 120, "max_seq_length": 4096},
 }
 
 

@@ -76,7 +76,8 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True, resume: bool |
             loaded = load_model(cfg.model)
         model = PeftModel.from_pretrained(loaded.model, tr.adapter_dir)
     run_dir = Path(tr.run_dir)
-    print(f"[train] {tr.steps} steps, {tr.seconds:.0f}s, final loss {tr.final_loss:.4f} -> {tr.adapter_dir}")
+    speed = f", {tr.tokens_per_s:,.0f} tokens/s" if tr.tokens_per_s else ""
+    print(f"[train] {tr.steps} steps, {tr.seconds:.0f}s{speed}, final loss {tr.final_loss:.4f} -> {tr.adapter_dir}")
     # 3. evaluation: base = adapter off, tuned = adapter on, same loaded model
     res, files = evaluate_adapter(model, loaded.tokenizer, cfg, run_dir / "eval", progress)
     # 4. report + summary + experiment log, inside the run folder
@@ -96,7 +97,8 @@ def run(cfg: WorkshopConfig | None = None, progress: bool = True, resume: bool |
         "base": head["base"],
         "tuned": head["tuned"],
         "train": {"steps": tr.steps, "seconds": tr.seconds, "final_loss": tr.final_loss,
-                  "eval_loss": tr.eval_loss, "diagnoses": tr.diagnoses},
+                  "eval_loss": tr.eval_loss, "diagnoses": tr.diagnoses, "tokens_per_s": tr.tokens_per_s,
+                  "processes": dist.world_size, "peak_gib": tr.peak_gib},
         "settings": {st: {m: {k: v for k, v in d.items() if k in HEADLINE}
                           for m, d in by.items()} for st, by in res.metrics.items()},
         "retrieval_recall_at_k": res.retrieval,

@@ -45,8 +45,8 @@ def write_report(out_dir: str | Path, title: str, run_info: dict, train_summary:
     md = [f"# {title}", "", "## 실행 정보 (run)", md_table([{"항목": k, "값": v} for k, v in run_info.items()]), "",
           "## 학습 (training)",
           md_table([{"항목": k, "값": train_summary.get(k)} for k in
-                     ("steps", "seconds", "final_loss", "train_loss", "eval_loss", "trainable_params",
-                      "gradient_checkpointing")]), ""]
+                     ("steps", "seconds", "tokens_per_s", "final_loss", "train_loss", "eval_loss", "trainable_params",
+                      "gradient_checkpointing", "peak_gib")]), ""]
     for d in train_summary.get("diagnoses") or []:
         md.append(f"> {d}")
     if "loss_curve" in images:

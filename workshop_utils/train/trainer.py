@@ -110,6 +110,7 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
         dataloader_pin_memory=on_gpu,
         save_only_model=False,
         disable_tqdm=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s of a run (summed over processes under DDP)
     )
     if "trackio" in report:
         kwargs.update(trackio_arguments(t.tracking_project, run_label(kwargs["output_dir"])))
@@ -156,6 +157,8 @@ class TrainResult:
     resumed_from: str | None = None
     peak_gib: float | None = None  # CUDA: peak allocated GPU memory during training
     plan_gib: float | None = None  # the fast path's estimate for the same run (None off the fast path)
+    tokens_seen: int = 0  # training tokens (no padding) this session, all processes together
+    tokens_per_s: float | None = None  # tokens_seen over the training time without the evaluations
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -403,6 +406,9 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    tokens = int(trainer.state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0))
+    first = int(Path(ckpt).name.rsplit("-", 1)[-1]) if ckpt and Path(ckpt).name[-1:].isdigit() else 0
+    train_seconds = seconds - sum(h.get("eval_runtime", 0.0) for h in history if h.get("step", 0) > first)
     result = TrainResult(
         steps=trainer.state.global_step, seconds=round(seconds, 1),
         final_loss=losses[-1] if losses else None, train_loss=out.training_loss if out else None,
@@ -411,7 +417,8 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         truncated=setup.truncated, trainable_params=setup.trainable_params, total_params=setup.total_params,
         gradient_checkpointing=setup.gradient_checkpointing, resumed_from=ckpt,
         peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2) if torch.cuda.is_available() else None,
-        plan_gib=setup.fast_plan.estimate_gib)
+        plan_gib=setup.fast_plan.estimate_gib, tokens_seen=tokens,
+        tokens_per_s=round(tokens / train_seconds, 1) if tokens and train_seconds > 0 else None)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(adapter_dir))
         (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), ensure_ascii=False, indent=1))
