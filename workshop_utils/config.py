@@ -12,7 +12,8 @@ Where a value comes from, highest first (`load_config` records it in `cfg.source
 This module is the only reader of the WORKSHOP_* environment variables:
   WORKSHOP_SIZE, WORKSHOP_MODEL, WORKSHOP_BUILD_DIR, WORKSHOP_MAX_STEPS, WORKSHOP_EMBEDDING ('none' skips
   cosine), WORKSHOP_CACHE (converted models), WORKSHOP_TOKENIZER (for random-weight models),
-  WORKSHOP_GPU_MODE (train.memory_mode), and the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace).
+  WORKSHOP_GPU_MODE (train.memory_mode), the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace), and
+  WORKSHOP_SOLUTIONS (1: the notebooks' exercise checks use the answer key for blanks; CI and `make reference`).
 """
 from __future__ import annotations
 
@@ -135,6 +136,8 @@ class TrainSettings(_Section):
         "활성화 체크포인팅: auto(메모리 예산으로 결정, 일부 층만도 가능) | on | off | 층 수(정수, 앞에서부터)", "auto")
     report_to: list = _help("로깅 대상 (tensorboard는 항상, wandb는 설치·설정 시)", ["tensorboard"])
     early_stopping_patience: int = _help("검증 loss가 개선되지 않으면 멈출 평가 횟수 (0이면 끔)", 0)
+    early_stopping_threshold: float = _help(
+        "early stopping: 검증 loss가 이 값(절대값)보다 많이 내려가야 개선으로 봄. 0이면 조금이라도 내려가면 개선", 0.0)
     eval_max_examples: int = _help("학습 중 검증 loss에 쓸 검증 예제 수 (0이면 전부)", 0)
     completion_only_logits: bool = _help(
         "답변 위치의 logits만 계산 (프롬프트 위치의 lm_head 계산 생략, 손실은 동일)", True)
@@ -370,6 +373,15 @@ def ko_tokenizer_mode() -> str:
     mode = environment().get("WORKSHOP_KO_TOKENIZER", "mecab")
     _check(mode in KO_TOKENIZERS, "WORKSHOP_KO_TOKENIZER", mode, ", ".join(KO_TOKENIZERS))
     return mode
+
+
+def solutions_mode() -> bool:
+    """WORKSHOP_SOLUTIONS=1: each exercise check in the notebooks fills a blank left by the participant with the
+    answer key (and prints that it did) and stops the notebook on a wrong answer. CI and `make reference` set it,
+    so every exercise is proven solvable; a participant's run leaves blanks blank (the check only says so)."""
+    value = environment().get("WORKSHOP_SOLUTIONS", "0").strip().lower()
+    _check(value in ("0", "1", "true", "false", "yes", "no", "on", "off"), "WORKSHOP_SOLUTIONS", value, "1 또는 0")
+    return value in ("1", "true", "yes", "on")
 
 
 def default_cache_dir() -> str:
