@@ -13,9 +13,9 @@ EARLY_STOP_SETTINGS = {  # setting -> (value, why)
     "train.eval_steps": (2, "2 스텝마다 검증 loss (판단할 평가가 여러 번 있어야 함)"),
     "train.save_steps": (2, "평가마다 체크포인트 (끝나면 best를 다시 불러옴)"),
     "train.early_stopping_patience": (2, "검증 loss가 2번 연속 나아지지 않으면 멈춤"),
-    "train.early_stopping_threshold": (0.05, "0.05보다 적게 내려가면 '나아지지 않음'(제자리)으로 봄: 데모용으로 크게 잡은 값, "
-                                              "보통은 0 또는 아주 작게"),
-    "train.eval_max_examples": (4, "검증 예제 4개로 빠르게"),
+    "train.early_stopping_threshold": (0.1, "0.1보다 적게 내려가면 '나아지지 않음'(제자리)으로 봄: 몇 스텝 안에 멈추도록 "
+                                             "데모용으로 크게 잡은 값, 보통은 0 또는 아주 작게"),
+    "train.eval_max_examples": (2, "검증 예제 2개로 빠르게 (CPU)"),
     "train.logging_steps": (2, "학습 loss도 2 스텝마다"),
     "train.output_dir": ("runs/early-stopping-demo", "다른 실행과 섞이지 않게"),
 }

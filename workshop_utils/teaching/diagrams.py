@@ -62,9 +62,12 @@ def raft_record(record: dict | None = None, title: str = "RAFT 학습 예제 하
     n = len(docs)
     gap = 0.015
     w = (1.0 - gap * (n - 1)) / n
-    per_line = max(14, int(w * 95))
+    per_line = max(10, int(w * 85) - 1)  # Hangul characters that fit a box of this width
     for i, doc in enumerate(docs):
-        role = "골든 문서 (정답 근거)" if i == golden else "방해 문서 (distractor)"
+        if n <= 3:
+            role = "골든 문서 (정답 근거)" if i == golden else "방해 문서 (distractor)"
+        else:
+            role = "골든 (정답 근거)" if i == golden else "방해"
         _box(ax, i * (w + gap), 0.42, w, 0.34, GOLDEN if i == golden else DISTRACTOR, f"문서 {i + 1}: {role}",
              doc, per_line, 6)
     if golden is None:
@@ -86,32 +89,33 @@ def raft_record(record: dict | None = None, title: str = "RAFT 학습 예제 하
     return fig
 
 
-def _target_text(ax, target: str, x: float, y: float, width: int = 105, max_lines: int = 6) -> None:
-    """The CoT with quoted spans in red (one text object per line piece, so colours can change mid-line)."""
+def _target_text(ax, target: str, x: float, y: float, right: float = 0.985, max_lines: int = 5) -> None:
+    """The CoT with quoted spans in red: one text object per word, so colours can change mid-line; lines are broken
+    where the drawn words reach `right` (measured, since Hangul and Latin widths differ)."""
     parts = re.split(r"(##begin_quote##.*?##end_quote##)", target, flags=re.S)
-    tokens: list[tuple[str, bool]] = []
+    words: list[tuple[str, bool]] = []
     for part in parts:
-        if not part:
-            continue
         quoted = part.startswith("##begin_quote##")
         body = f"「{part[len('##begin_quote##'):-len('##end_quote##')].strip()}」" if quoted else part
-        tokens += [(word, quoted) for word in body.split()]
-    lines: list[list[tuple[str, bool]]] = [[]]
-    length = 0
-    for word, quoted in tokens:
-        if length + len(word) + 1 > width and lines[-1]:
-            lines.append([])
-            length = 0
-        lines[-1].append((word, quoted))
-        length += len(word) + 1
+        words += [(word, quoted) for word in body.split()]
     renderer = ax.figure.canvas.get_renderer()
-    for li, line in enumerate(lines[:max_lines]):
-        cx = x
-        for word, quoted in line:
-            t = ax.text(cx, y - li * 0.04, word + " ", fontsize=8.6, va="top", color=QUOTE if quoted else "black",
-                        fontweight="bold" if quoted else "normal")
-            bbox = t.get_window_extent(renderer=renderer).transformed(ax.transData.inverted())
-            cx = bbox.x1
+    to_data = ax.transData.inverted()
+    gap = 0.006
+    cx, line = x, 0
+    for i, (word, quoted) in enumerate(words):
+        style = dict(fontsize=8.6, va="top", color=QUOTE if quoted else "black", fontweight="bold" if quoted else "normal")
+        t = ax.text(cx, y - line * 0.04, word, **style)
+        x1 = t.get_window_extent(renderer=renderer).transformed(to_data).x1
+        if x1 > right and cx > x:
+            t.remove()
+            line += 1
+            cx = x
+            if line >= max_lines:
+                ax.text(cx, y - line * 0.04, "…", **style)
+                return
+            t = ax.text(cx, y - line * 0.04, word, **style)
+            x1 = t.get_window_extent(renderer=renderer).transformed(to_data).x1
+        cx = x1 + gap
 
 
 def lora_matrices(d: int = 4096, k: int = 4096, r: int = 8, alpha: int | None = None):
