@@ -163,6 +163,16 @@ def test_solutions_mode_fills_blanks_loudly_and_stops_on_failure(monkeypatch, ca
         exercises.check("00-2", 32)
 
 
+def test_exercises_and_diagrams_import_without_torch(root):
+    """Notebooks 00.01-02 import them; torch's start-up would add seconds to each (only 03/05/A1's checks need it)."""
+    import subprocess
+    import sys
+
+    code = "import sys; import workshop_utils.teaching.exercises, workshop_utils.teaching.diagrams; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_unknown_exercise_is_a_korean_error():
     from workshop_utils.runtime.errors import WorkshopError
 

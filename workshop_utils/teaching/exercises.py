@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from transformers import TrainingArguments
 
 from ..config import solutions_mode
 from ..data.io import RawRecord
@@ -30,10 +29,10 @@ from ..data.quality.pii import PII_PATTERNS
 from ..data.schema import validate
 from ..data.text import char_ngrams
 from ..model.shape import EXAONE_7_8B
-from ..runtime.device import choose_device
-from ..runtime.distributed import effective_batch
 from ..runtime.errors import WorkshopError
-from ..train.trainer import precision_flags
+
+# The checks of notebooks 03, 05 and A1 need torch/transformers (TrainingArguments, the device); they import them
+# when they run, so notebooks 00.01-02 (which import this module) do not pay torch's start-up (about 8 s on 2 cores).
 
 
 class ExerciseFailed(AssertionError):
@@ -581,6 +580,9 @@ SEED_ARGS = dict(output_dir="../exaone-qlora-finetuned", num_train_epochs=3, per
 
 
 def _args_key() -> dict:
+    from ..runtime.device import choose_device  # torch: see the note at the imports
+    from ..train.trainer import precision_flags  # transformers: see the note at the imports
+
     args = {k: v for k, v in SEED_ARGS.items() if k != "evaluation_strategy"}
     return {**args, "eval_strategy": "steps", **precision_flags(choose_device())}
 
@@ -596,6 +598,11 @@ def _args_key() -> dict:
            hint="TrainingArguments(**my_args)를 직접 실행해 보고 오류 메시지를 읽어 보세요. dev.line()이 장치와 dtype을 알려 줍니다.",
            wrong={**SEED_ARGS, "warmup_steps": 0.1}, template=SEED_ARGS)  # fixed something, not the two breaks
 def _check_training_args(answer: Any) -> Feedback:
+    from transformers import TrainingArguments
+
+    from ..runtime.device import choose_device  # torch: see the note at the imports
+    from ..train.trainer import precision_flags  # transformers: see the note at the imports
+
     if not isinstance(answer, dict):
         return Feedback(["TrainingArguments에 넘길 인자를 dict로 답하세요"])
     problems = []
@@ -664,8 +671,9 @@ def _lower_for_wrong_number(per_example) -> set[str]:
            solution_code="""
                right, wrong = m["per_example"][0], m["per_example"][1]   # 1번: 표현만 다른 정답, 2번: 숫자가 틀린 답
                my_metrics = {k for k in right if wrong[k] < right[k]}""",
-           explanation="겹침 지표(ROUGE, BLEU, 문자 F1)는 한 토큰만 다른 틀린 답을 더 높게 매깁니다. 틀린 숫자를 잡는 것은 "
-                       "지표가 아니라 샘플 검토입니다 (토론 질문 2: 코사인이 높아도 틀린 답일 수 있음).",
+           explanation="겹침 지표(ROUGE, BLEU, 문자 F1)는 한 토큰만 다른 틀린 답을 오히려 더 높게 매깁니다. 코사인이 조금 "
+                       "낮게 매기더라도 두 값 모두 '유사' 구간이라 틀렸다고 알려 주지 않습니다: 숫자·명칭이 맞았는지는 샘플 "
+                       "검토로 봅니다 (토론 질문 2).",
            hint="위 표의 두 행(1번 정답, 2번 틀린 숫자)을 열마다 비교하세요. 답은 빈 집합 set()일 수도 있습니다.",
            wrong=lambda per_example: {"rouge1", "rougeL", "bleu"})
 def _check_caught(answer: Any, per_example) -> Feedback:
@@ -777,6 +785,8 @@ def _check_mapping(answer: Any) -> Feedback:
            hint="max_steps 안에 평가가 몇 번 들어가나요? save_steps % eval_steps == 0 이어야 합니다.",
            wrong=lambda max_steps: {"eval_steps": 500, "save_steps": 500})
 def _check_es_schedule(answer: Any, max_steps: int) -> Feedback:
+    from transformers import TrainingArguments
+
     if not isinstance(answer, dict) or not all(isinstance(answer.get(k), int) and answer.get(k) > 0
                                                for k in ("eval_steps", "save_steps")):
         return Feedback(['{"eval_steps": 양의 정수, "save_steps": 양의 정수} 로 답하세요'])
@@ -834,6 +844,8 @@ def _check_next_change(answer: Any) -> Feedback:
            hint="effective_batch(4, 누적, 2)가 16이 되는 누적을 찾으세요.",
            wrong=4)
 def _check_grad_accum(answer: Any) -> Feedback:
+    from ..runtime.distributed import effective_batch  # torch: see the note at the imports
+
     value, problems = _number(answer, "my_grad_accum")
     if problems:
         return Feedback(problems)
