@@ -15,12 +15,13 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/02_data_quality_check.ipynb \
 	main-practice/03_fine_tuning_with_lora.ipynb \
 	main-practice/04_evaluation_and_comparison.ipynb \
-	main-practice/05_custom_qlora.ipynb
+	main-practice/05_custom_qlora.ipynb \
+	main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb
 PYTEST_ARGS ?=
 
 comma := ,
 
-.PHONY: install run test test-unit test-notebooks lint lock data strip clean
+.PHONY: install run test test-unit test-notebooks reference lint lock data strip clean
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
 $(PY):
@@ -45,9 +46,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/workshop run
 
+# Notebooks run with WORKSHOP_SOLUTIONS=1: each exercise's check uses the answer key where the blank is still blank
+# (and says so), and a failing check fails the test, so every exercise is proven solvable.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
+	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -57,7 +60,17 @@ test-unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
+	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
+
+# Reference outputs for instructors (docs/instructor.md): every notebook executed, exercises answered by the key,
+# written to build/reference/ as executed notebooks and HTML; the committed notebooks are not touched. Size:
+# "workshop" on a GPU, "smoke" on a CPU; `make reference WORKSHOP_SIZE=tiny` is the quick look (CI's size).
+reference: $(STAMP)
+	@mkdir -p build/reference
+	WORKSHOP_SOLUTIONS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	  --output-dir build/reference $(NOTEBOOKS)
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/reference $(addprefix build/reference/,$(notdir $(NOTEBOOKS)))
+	@echo "[reference] build/reference/*.html ($(words $(NOTEBOOKS)) notebooks)"
 
 # Record the exact versions the tests passed with (torch and CUDA wheels excluded: they follow the machine).
 lock: $(STAMP)
