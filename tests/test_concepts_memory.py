@@ -54,3 +54,13 @@ def test_fit_low_rank_restores_threads():
     rows = concepts.fit_low_rank(d=32, true_rank=2, ranks=(1, 2), steps=200)
     assert torch.get_num_threads() == n
     assert rows[1]["상대 오차 ‖BA−ΔW‖/‖ΔW‖"] < rows[0]["상대 오차 ‖BA−ΔW‖/‖ΔW‖"]
+
+
+def test_memory_check_compares_the_peak_with_the_plan():
+    from workshop_utils.train.memory import MemoryCheck
+
+    assert MemoryCheck(None, 6.9).ok and "CPU" in MemoryCheck(None, 6.9).line()
+    assert MemoryCheck(7.5, 6.9).ok and "계획 안" in MemoryCheck(7.5, 6.9).line()  # 109%: within 10%
+    over = MemoryCheck(7.7, 6.9)
+    assert not over.ok and "초과" in over.line()
+    assert MemoryCheck(12.0, None).ok and "비교할 계획 없음" in MemoryCheck(12.0, None).line()

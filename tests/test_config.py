@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from workshop_utils.cli import build_parser, config_from_args
-from workshop_utils.config import (ConfigError, DataSettings, WorkshopConfig, changed_settings, load_config,
-                                   read_config_file, save_config)
+from workshop_utils.config import (
+    ConfigError,
+    DataSettings,
+    WorkshopConfig,
+    changed_settings,
+    load_config,
+    read_config_file,
+    save_config,
+)
 from workshop_utils.report.markdown import md_table, to_html
 
 ROOT = Path(__file__).resolve().parents[1]

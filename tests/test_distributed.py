@@ -76,12 +76,12 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     assert all(r["world_size"] == 2 and "gloo" in r["backend"] for r in ranks)
     assert ranks[0]["digest"] == ranks[1]["digest"]  # DDP averaged the LoRA gradients
     assert ranks[0]["lora_b_abs_sum"] > 0  # and the adapter moved away from its zero init
-    run = tmp_path / "run"
+    (run,) = [p for p in (tmp_path / "run").iterdir() if p.is_dir()]  # one run folder, written by rank 0
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert sorted(p.name for p in (run / "checkpoint-2").glob("rng_state_*.pth")) == ["rng_state_0.pth",
                                                                                      "rng_state_1.pth"]
-    # resume: both ranks continue from the same checkpoint
-    _launch(tmp_path, "resume")
+    # resume: both ranks continue from the same checkpoint, into one new run folder (the first run stays)
+    _launch(tmp_path, "resume", str(run / "checkpoint-2"))
     resumed = [json.loads((tmp_path / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["steps"] == 3 and r["resumed_from"].endswith("checkpoint-2") for r in resumed)
     assert resumed[0]["digest"] == resumed[1]["digest"] != ranks[0]["digest"]
@@ -92,7 +92,9 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     from workshop_utils.model.load import load_model
 
     loaded = load_model(ModelSettings(), verbose=False)
-    model = PeftModel.from_pretrained(loaded.model, str(run / "adapter"))
+    (resumed_run,) = [p for p in (tmp_path / "run").iterdir() if p.is_dir() and p != run]
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    model = PeftModel.from_pretrained(loaded.model, str(resumed_run / "adapter"))
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 

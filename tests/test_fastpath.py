@@ -1,4 +1,4 @@
-"""The GPU fast path (fastpath.py): padding-free batches, the memory planner, partial checkpointing,
+"""The GPU fast path (train/fastpath): padding-free batches, the memory planner, partial checkpointing,
 and -- on CPU, with a small EXAONE-shaped 4-bit model -- the same loss and LoRA gradients as the
 plain path. Liger's Triton kernels and flex_attention need CUDA; `workshop bench` checks them on the
 GPU (the first-step loss of every recipe is printed side by side, see docs/benchmarks.md)."""
@@ -8,8 +8,15 @@ import torch
 from workshop_utils.config import LoraSettings, ModelSettings, load_config
 from workshop_utils.data.prompts import IGNORE_INDEX
 from workshop_utils.model import attention
-from workshop_utils.model.attention import (VARLEN_ATTENTION, _cuda_varlen, _reference_varlen,
-                                            register_varlen_attention, varlen_attention_forward)
+from workshop_utils.model.attention import (
+    SEQUENCE_BOUNDARY_ATTENTIONS,
+    VARLEN_ATTENTION,
+    _cuda_varlen,
+    _reference_varlen,
+    register_varlen_attention,
+    varlen_attention_forward,
+)
+from workshop_utils.model.attention_kernels import EFFICIENT_VARLEN_ATTENTION
 from workshop_utils.model.shape import EXAONE_7_8B
 from workshop_utils.runtime.device import DeviceChoice
 from workshop_utils.train.collators import CompletionCollator, FlatteningCollator
@@ -101,8 +108,13 @@ def test_plan_picks_varlen_where_the_kernel_runs_else_sdpa(monkeypatch):
     monkeypatch.setattr(plan_mod, "varlen_attention_works", lambda dtype: (True, "ok"))
     assert plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060).attention == VARLEN_ATTENTION
     monkeypatch.setattr(plan_mod, "varlen_attention_works", lambda dtype: (False, "no kernel"))
+    # no flash kernel: the memory-efficient varlen kernel where it runs, else sdpa
+    monkeypatch.setattr(plan_mod, "efficient_varlen_works", lambda dtype: (True, "efficient"))
     plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
-    assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel"
+    assert plan.attention == EFFICIENT_VARLEN_ATTENTION and plan.reasons["attention"] == "efficient"
+    monkeypatch.setattr(plan_mod, "efficient_varlen_works", lambda dtype: (False, "no efficient kernel"))
+    plan = plan_fast_path(cfg, cuda_device(80), EXAONE_7_8B, 1060)
+    assert plan.attention == "sdpa" and plan.reasons["attention"] == "no kernel; no efficient kernel"
 
 
 def cuda_device(vram, dtype=torch.bfloat16):
@@ -174,7 +186,7 @@ def _lora_model(tiny_path, fast: bool, checkpoint_layers: int = 0, attention: st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attention", ["sdpa", VARLEN_ATTENTION])
+@pytest.mark.parametrize("attention", ["sdpa", VARLEN_ATTENTION, EFFICIENT_VARLEN_ATTENTION])
 def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path, attention):
     feats = features()
     plain, tok = _lora_model(tiny_path, fast=False)
@@ -184,7 +196,7 @@ def test_fast_path_gives_the_plain_paths_loss_and_lora_gradients(tiny_path, atte
     fast, _ = _lora_model(tiny_path, fast=True, checkpoint_layers=2, attention=attention)
     assert fast.get_base_model().config._attn_implementation == attention
     assert sum(getattr(m, "gradient_checkpointing", False) for m in fast.modules() if hasattr(m, "self_attn")) == 2
-    varlen = attention == VARLEN_ATTENTION
+    varlen = attention in SEQUENCE_BOUNDARY_ATTENTIONS
     collate = FlatteningCollator(tok.pad_token_id, 1 if varlen else 16, seq_lens=varlen)
     loss, _ = fast_completion_loss(fast, collate(feats))
     loss.backward()
@@ -315,4 +327,22 @@ def test_plan_table_plans_for_a_gpu_install_whatever_this_machine_has():
     assert rows["H200"]["micro-batch x 누적"] == "16 x 1" and rows["H200"]["체크포인팅"] == "off"
     assert rows["H200"]["어텐션"] == VARLEN_ATTENTION
     t4 = rows["T4"]
-    assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "sdpa", "CPU") and t4["예상 최대 GiB"] <= 8
+    assert (t4["모드"], t4["어텐션"], t4["임베딩·lm_head"]) == ("16gb", "workshop_varlen_efficient", "CPU")
+    assert t4["예상 최대 GiB"] <= 8 and all(r["층 컴파일"] == "예" for r in rows.values())
+
+
+def test_fast_path_undoes_peft_upcast_of_a_model_that_already_has_lora(tiny_path):
+    """Notebook 03 applies LoRA itself (with peft's fp32 upcast of embeddings/lm_head/norms) before training:
+    the fast path must bring those frozen weights back to the compute dtype, as its memory plan assumes."""
+    from workshop_utils.model.load import load_model
+    from workshop_utils.model.lora import apply_lora
+
+    loaded = load_model(ModelSettings(model_id=TINY, compute_dtype="bfloat16"), verbose=False)
+    model = apply_lora(loaded.model, LoraSettings(r=4), upcast_non_4bit=True)
+    base = model.get_base_model()
+    assert base.get_input_embeddings().weight.dtype == torch.float32  # what peft did
+    plan = FastPlan(True, upcast_non_4bit=False, attention="sdpa", num_layers=base.config.num_hidden_layers)
+    model, _ = prepare_fast_model(model, plan, LoraSettings(r=4), torch.bfloat16)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.__class__.__name__ != "Params4bit"}
+    assert frozen == {torch.bfloat16} and "되돌림" in plan.reasons["upcast"]
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # LoRA stays fp32

@@ -9,7 +9,8 @@ import pytest
 NOTEBOOKS = ["prerequisites/00.01-prerequisites.ipynb", "main-practice/00-concepts.ipynb",
              "main-practice/01_data_preprocessing_and_validation.ipynb", "main-practice/02_data_quality_check.ipynb",
              "main-practice/03_fine_tuning_with_lora.ipynb", "main-practice/04_evaluation_and_comparison.ipynb",
-             "main-practice/05_custom_qlora.ipynb", "main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb"]
+             "main-practice/05_custom_qlora.ipynb", "main-practice/06_raft_ablation.ipynb",
+             "main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -9,9 +9,18 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from workshop_utils.model import load as load_mod
 from workshop_utils.model.load import hub_failure_hint
-from workshop_utils.train.callbacks import (TABLE, Diagnosis, DiagnosisLog, FlatLossCallback, NaNLossCallback,
-                                            OverfitCallback, check_metrics_plausible, detect_flat, detect_overfit,
-                                            oom_message)
+from workshop_utils.train.callbacks import (
+    TABLE,
+    Diagnosis,
+    DiagnosisLog,
+    FlatLossCallback,
+    NaNLossCallback,
+    OverfitCallback,
+    check_metrics_plausible,
+    detect_flat,
+    detect_overfit,
+    oom_message,
+)
 
 
 @pytest.fixture()

@@ -10,11 +10,18 @@ non-padding tokens (the Trainer's `num_input_tokens_seen`) over the timed steps,
 Recipes (ratios are meaningful within one run only: the same recipe moves ~15% between machines):
   seed     the seed's recipe as written: padded batches 4 x 4, no checkpointing, full logits
   hf_gc    the usual recipe on <= 24 GB cards: the seed's + gradient checkpointing -- the baseline
+  hf_lean  HF Trainer + gradient checkpointing, padded 4 x 4, embeddings/lm_head kept in bf16 (no fp32
+           upcast): the peer kit's `gc` variant (../shared/tools/peer), the strongest plain-HF recipe
   default  the project's default on this card (fast path, memory budget = 85% of the card)
   budget8  the fast path under an 8 GiB budget (what it picks on a small card), forced here
-  t4       16 GB mode: fp16, sdpa, every layer checkpointed, fused loss (T4 class), forced here
+  t4       16 GB mode: fp16, kernels of compute capability 7.5 only, every layer checkpointed, fused
+           loss (T4 class), forced here
 A fast-path recipe takes an attention override after '@', e.g. `default@sdpa` next to `default`
-(workshop_varlen where the kernel runs) shows what the attention backend alone is worth.
+(workshop_varlen where the kernel runs) shows what the attention backend alone is worth, and options
+after '+': `+compile` / `+nocompile` / `+compile_liger` set train.compile_layers to on / off / liger
+(`budget8+nocompile` next to `budget8` shows what the compiled decoder layers are worth).
+`--peer-kit DIR --peer VARIANT...` runs the peer kit's variants (Unsloth, plain HF) in the same call
+and adds their rows (`peer:VARIANT`; their own data and timing, see the kit's README).
 """
 from __future__ import annotations
 
@@ -28,31 +35,48 @@ from pathlib import Path
 RECIPES = {
     "seed": "시드 레시피 그대로 (패딩 배치 4x4, 체크포인팅 없음, 전체 logits)",
     "hf_gc": "HF + gradient checkpointing (24GB 이하 카드의 통상 레시피) = 기준",
+    "hf_lean": "HF + gradient checkpointing, 임베딩·lm_head bf16 (fp32 업캐스트 없음) = 피어 키트의 gc",
     "default": "이 프로젝트 기본 (고속 경로, 예산 = 카드의 85%)",
     "budget8": "고속 경로, 메모리 예산 8 GiB (작은 카드에서 고르는 구성)",
-    "t4": "16GB 모드 (T4급: fp16, sdpa, 전체 체크포인팅, fused loss)",
+    "t4": "16GB 모드 (T4급: fp16, compute capability 7.5 커널만, 전체 체크포인팅, fused loss)",
 }
 
 
 BASELINE = "hf_gc"
-
-
-ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "flex_attention")
+LEAN_BASELINE = "hf_lean"
+PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+' options
+ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
+# '+option' -> (TrainSettings field, value)
+OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
+           "compile_liger": ("compile_layers", "liger")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
-    """'default@sdpa' -> ('default', 'sdpa'); 'hf_gc' -> ('hf_gc', None)."""
-    base, _, attn = name.partition("@")
+    """'default@sdpa+nocompile' -> ('default', 'sdpa'); 'hf_gc' -> ('hf_gc', None); the options are
+    checked here too (recipe_options)."""
+    head, *opts = name.split("+")
+    base, _, attn = head.partition("@")
     if base not in RECIPES:
         raise ValueError(f"알 수 없는 레시피 {base!r}: {list(RECIPES)}")
-    if attn and (base in ("seed", BASELINE) or attn not in ATTENTIONS):
+    if attn and (base in PLAIN_RECIPES or attn not in ATTENTIONS):
         raise ValueError(f"{name!r}: '@어텐션'은 고속 경로 레시피에만, {ATTENTIONS} 중 하나")
+    bad = [o for o in opts if o not in OPTIONS]
+    if bad or (opts and base in PLAIN_RECIPES):
+        raise ValueError(f"{name!r}: '+옵션'은 고속 경로 레시피에만, {list(OPTIONS)} 중 하나 (받은 값: {bad or opts})")
     return base, attn or None
+
+
+def recipe_options(name: str) -> dict:
+    """The train settings a recipe's '+options' set: {'compile_layers': 'off'} for 'budget8+nocompile'."""
+    split_recipe(name)
+    return dict(OPTIONS[o] for o in name.split("+")[1:])
 
 
 def describe_recipe(name: str) -> str:
     base, attn = split_recipe(name)
-    return RECIPES[base] + (f" [attention={attn}]" if attn else "")
+    opts = recipe_options(name)
+    return (RECIPES[base] + (f" [attention={attn}]" if attn else "")
+            + "".join(f" [{k}={v}]" for k, v in opts.items()))
 
 
 SHAPES = {
@@ -136,8 +160,10 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention: str = "auto"):
-    """The WorkshopConfig of one recipe (size full: the seed's 4 x 4 batches, LoRA r=16 q/k/v/o)."""
+def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention: str = "auto",
+                  options: dict | None = None):
+    """The WorkshopConfig of one recipe (size full: the seed's 4 x 4 batches, LoRA r=16 q/k/v/o);
+    `options`: train settings from the recipe's '+options' (recipe_options)."""
     from .config import load_config
 
     cfg = load_config("full")
@@ -146,7 +172,7 @@ def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention
     t = cfg.train
     t.max_steps, t.eval_steps, t.logging_steps, t.warmup_steps = steps, 0, 1, 0
     t.report_to = []
-    if name in ("seed", "hf_gc"):
+    if name in PLAIN_RECIPES:
         t.fast_path = "off"
         t.completion_only_logits = False  # the seed's loss: logits over every position
         t.gradient_checkpointing = "off" if name == "seed" else "on"
@@ -158,6 +184,8 @@ def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention
         if name == "t4":
             t.memory_mode = "16gb"
             cfg.model.compute_dtype = "float16"
+    for key, value in (options or {}).items():
+        setattr(t, key, value)
     if not on_cuda:
         cfg.model.compute_dtype = "float32"
     return cfg
@@ -200,12 +228,16 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     from datasets import Dataset
 
     from .model.load import load_model
+    from .model.lora import apply_lora, base_model
     from .train.trainer import assemble_trainer
 
     on_cuda = torch.cuda.is_available()
     base, override = split_recipe(name)
-    cfg = recipe_config(base, model_id, warmup + steps + int(profile), on_cuda, override or attention)
-    key = (cfg.model.compute_dtype, cfg.train.fast_path)
+    cfg = recipe_config(base, model_id, warmup + steps + int(profile), on_cuda, override or attention,
+                        recipe_options(name))
+    # recipes that upcast the embeddings to fp32 (peft's prepare_model_for_kbit_training) do not share
+    # the loaded model with those that keep them in 16 bits
+    key = (cfg.model.compute_dtype, cfg.train.fast_path, base in ("seed", BASELINE))
     if cache.get("key") != key:  # recipes with the same dtype and path reuse the loaded model
         cache.clear()
         gc.collect()
@@ -228,11 +260,13 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     ds = Dataset.from_list(data)
     row = {"recipe": name, "description": describe_recipe(name)}
     try:
+        if base == LEAN_BASELINE:  # LoRA without peft's fp32 upcast, checkpointing on (the peer kit's gc)
+            model = apply_lora(model, cfg.lora, gradient_checkpointing=True, upcast_non_4bit=False)
         trainer, peft_model, info = assemble_trainer(
             model, tok, ds, None, cfg, callbacks=callbacks, output_dir=str(out_dir / name),
             save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True,
             data_seed=0, seed=0)
-        plan = info["fast_plan"]
+        plan = info.fast_plan
         t0 = time.perf_counter()
         trainer.train()
         row.update(
@@ -241,16 +275,24 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             step_s=round(sum(timer.step_seconds[warmup:warmup + steps]) / max(steps, 1), 3),
             train_s=round(time.perf_counter() - t0, 1),
             loss_step1=next((h["loss"] for h in trainer.state.log_history if "loss" in h), None),
+            # later steps' losses follow the gradients of the first: recipes that compute the same
+            # training (other micro-batching, compiled or not) agree on them too
+            losses=[h["loss"] for h in trainer.state.log_history if "loss" in h][:warmup + steps],
             micro_batch=plan.micro_batch if plan.enabled else cfg.train.per_device_train_batch_size,
             grad_accum=plan.grad_accum if plan.enabled else cfg.train.gradient_accumulation_steps,
             checkpointing=(plan.checkpointing if plan.enabled else
-                           ("all" if info["gradient_checkpointing"] else "off")),
+                           ("all" if info.gradient_checkpointing else "off")),
             attention=plan.attention if plan.enabled else model.config._attn_implementation,
-            liger=info["liger_kernels"], padding_free=plan.padding_free if plan.enabled else False,
+            liger=info.liger_kernels, padding_free=plan.padding_free if plan.enabled else False,
             dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
             offload_vocab=plan.offload_vocab if plan.enabled else False,
             estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
-            model_gib=model_gib)
+            model_gib=model_gib, compile_layers=plan.compile_layers if plan.enabled else False,
+            compile_reason=plan.reasons.get("compile") if plan.enabled else None)
+        compiled = getattr(base_model(peft_model), "_workshop_compiled", None)
+        if compiled is not None:
+            row["compile"] = compiled.stats()  # graphs, graph breaks, seconds; graphs_after_check = recompiles
+            compiled.restore()
         # the next recipe on this model starts without this one's adapter
         cache["model"] = peft_model.unload()
         del trainer, peft_model
@@ -288,8 +330,12 @@ def environment() -> dict:
 def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: int | None = None,
               steps: int = 4, warmup: int = 2, seqs_per_step: int = 16, out: str | Path = "build/bench",
               seed: int = 0, profile: list[str] | None = None, attention: str = "auto",
-              isolate: bool | None = None) -> dict:
-    """Run the recipes, print the table, write `out/bench.json` after every recipe."""
+              isolate: bool | None = None, peer: list[str] | None = None, peer_kit: str | Path = ".peer",
+              time_budget_s: float | None = None, peer_gpu: int | None = None) -> dict:
+    """Run the recipes (then the peer kit's `peer` variants), print the table, write `out/bench.json`
+    after every recipe. With `time_budget_s` a recipe that would likely end past the budget (judged by
+    the longest recipe so far) is skipped and marked so: for device calls with a time limit. With
+    `peer_gpu` the peer kit runs at the same time on that GPU (a machine with two or more) instead of after."""
     import torch
 
     from .model.choice import resolve_model
@@ -307,6 +353,9 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
     recipes = recipes or ([r for r in RECIPES] if on_cuda else ["seed", "hf_gc", "default"])
     for r in recipes:
         split_recipe(r)  # unknown names fail before anything loads
+    if peer and not (Path(peer_kit) / "peer_bench.sh").exists():
+        raise FileNotFoundError(f"피어 키트가 없습니다: {Path(peer_kit) / 'peer_bench.sh'} "
+                                "(../shared/tools/peer/build.sh로 만들고 --peer-kit으로 지정하세요)")
     vocab = parse_random_spec(model_id)["vocab"]
     lengths = {} if shape != "tiny" else scaled_tiny_lengths()
     out_dir = Path(out)
@@ -327,10 +376,18 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
           f"스텝당 {seqs_per_step}개, 웜업 {warmup} + 측정 {steps} 스텝")
     cache: dict = {}
     start = time.perf_counter()
+    side = PeerRun(Path(peer_kit), peer, steps + 1, gpu=peer_gpu) if peer and peer_gpu is not None else None
     if isolate is None:  # a fresh process per recipe: nothing one recipe leaves on the GPU counts for the next
         isolate = on_cuda and len(recipes) > 1 and dist_info().world_size == 1
     result["isolated"] = bool(isolate)
+    longest = 0.0
     for name in recipes:
+        t_recipe = time.perf_counter()
+        if time_budget_s and t_recipe - start + longest > time_budget_s:
+            print(f"[bench] {name}: 시간 예산 {time_budget_s:.0f}s 안에 끝나지 않을 것 같아 건너뜀", flush=True)
+            result["rows"].append({"recipe": name, "description": describe_recipe(name),
+                                   "error": f"skipped: time budget {time_budget_s:.0f} s"})
+            continue
         print(f"[bench] t={time.perf_counter() - start:.0f}s {name}: {describe_recipe(name)} ...", flush=True)
         if isolate:
             row = run_isolated(name, shape, layers, steps, warmup, seqs_per_step, out_dir, seed,
@@ -338,6 +395,8 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         else:
             row = run_recipe(name, model_id, data, steps, warmup, out_dir, cache, name in (profile or []),
                              attention)
+        row["wall_s"] = round(time.perf_counter() - t_recipe, 1)
+        longest = max(longest, row["wall_s"])
         result["rows"].append(row)
         _speedups(result["rows"])
         if is_main_process():  # under accelerate launch every rank measures, rank 0 writes
@@ -345,6 +404,22 @@ def run_bench(recipes: list[str] | None = None, shape: str = "exaone", layers: i
         print("[bench]   " + json.dumps({k: row.get(k) for k in ("tokens_per_s", "peak_allocated_gib",
                                                                   "checkpointing", "micro_batch", "error")},
                                        ensure_ascii=False), flush=True)
+    if side:
+        print(f"[bench] t={time.perf_counter() - start:.0f}s 피어 키트 (GPU {peer_gpu})를 기다립니다 ...", flush=True)
+        result["rows"] += side.rows()
+        _speedups(result["rows"])
+        if is_main_process():
+            (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    elif peer and time_budget_s and time.perf_counter() - start + 60 * (1 + len(peer)) > time_budget_s:
+        print(f"[bench] 피어 키트: 시간 예산 안에 끝나지 않을 것 같아 건너뜀 ({' '.join(peer)})", flush=True)
+        result["rows"] += [{"recipe": f"peer:{v}", "error": f"skipped: time budget {time_budget_s:.0f} s"}
+                           for v in peer]
+    elif peer:
+        print(f"[bench] t={time.perf_counter() - start:.0f}s 피어 키트 {peer_kit}: {' '.join(peer)} ...", flush=True)
+        result["rows"] += run_peer(Path(peer_kit), peer, steps + 1)  # the kit times all steps after the first
+        _speedups(result["rows"])
+        if is_main_process():
+            (out_dir / "bench.json").write_text(json.dumps(result, ensure_ascii=False, indent=1))
     print(f"[bench] t={time.perf_counter() - start:.0f}s 끝")
     print(format_table(result))
     print(f"[bench] JSON: {out_dir / 'bench.json'}")
@@ -357,7 +432,7 @@ def run_isolated(name: str, shape: str, layers: int | None, steps: int, warmup: 
     import subprocess
     import sys
 
-    sub = out_dir / "recipes" / name.replace("@", "_at_")
+    sub = out_dir / "recipes" / name.replace("@", "_at_").replace("+", "_plus_")
     cmd = [sys.executable, "-m", "workshop_utils.bench", "--recipes", name, "--shape", shape, "--steps", str(steps),
            "--warmup", str(warmup), "--seqs-per-step", str(seqs_per_step), "--seed", str(seed),
            "--attention", attention, "--out", str(sub), "--no-isolate"]
@@ -370,30 +445,110 @@ def run_isolated(name: str, shape: str, layers: int | None, steps: int, warmup: 
         return {"recipe": name, "description": describe_recipe(name), "error": f"recipe process failed (rc={rc})"}
 
 
+class PeerRun:
+    """The peer kit's variants in one call of its script (each variant in its own process, its own
+    packages on PYTHONPATH), started now; `rows()` waits and parses its `RESULT {...}` lines. With `gpu`
+    the kit sees only that GPU, so it can run beside the project's recipes on another one."""
+
+    def __init__(self, kit: Path, variants: list[str], steps: int, gpu: int | None = None):
+        import os
+        import subprocess
+        import threading
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the kit sets its own packages
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        self.variants, self.lines = variants, []
+        self.proc = subprocess.Popen(["bash", str(kit / "peer_bench.sh"), str(steps), *variants], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            print("[peer] " + line, end="", flush=True)
+            self.lines.append(line)
+
+    def rows(self) -> list[dict]:
+        self.proc.wait()
+        self.reader.join()
+        return peer_rows("".join(self.lines), self.variants)
+
+
+def run_peer(kit: Path, variants: list[str], steps: int) -> list[dict]:
+    """The peer kit's variants, after the project's recipes (one GPU)."""
+    return PeerRun(kit, variants, steps).rows()
+
+
+def peer_rows(text: str, variants: list[str]) -> list[dict]:
+    """Rows for the bench table from the peer kit's output (a variant without a RESULT line failed)."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            d = json.loads(line[len("RESULT "):])
+            found[d["variant"]] = d
+    rows = []
+    for v in variants:
+        opts = set(v.split("+"))
+        unsloth = v.startswith("uns")
+        row = {"recipe": f"peer:{v}",
+               "description": ("Unsloth (피어 키트)" if unsloth else "HF + peft (피어 키트)") + f" {v}"}
+        d = found.get(v)
+        if d is None:
+            row["error"] = "peer variant failed (its log is above)"
+            rows.append(row)
+            continue
+        mb, acc = d.get("micro_batch"), d.get("grad_accum")
+        if mb is None:
+            mb, acc = (8, 2) if "bs8" in opts else (4, 4)
+        row.update(tokens_per_s=d["tokens_per_s"], peak_allocated_gib=d.get("peak_alloc_gib", d.get("peak_gib")),
+                   peak_reserved_gib=d.get("peak_reserved_gib"), loss_step1=d.get("first_loss"),
+                   micro_batch=mb, grad_accum=acc, padding_free="flat" in opts,
+                   dtype="float16" if "fp16" in opts else "bfloat16",
+                   checkpointing=("off" if "nogc" in opts else "unsloth") if unsloth else
+                   ("all" if "gc" in opts else "off"),
+                   attention="unsloth" if unsloth else "flex_attention" if "flex" in opts else "sdpa")
+        rows.append(row)
+    return rows
+
+
 def _speedups(rows: list[dict]) -> None:
-    base = next((r.get("tokens_per_s") for r in rows if r["recipe"] == BASELINE), None)
-    for r in rows:
-        tps = r.get("tokens_per_s")
-        r["speedup_vs_hf_gc"] = round(tps / base, 2) if base and tps and tps == tps else None
+    for name in (BASELINE, LEAN_BASELINE):
+        base = next((r.get("tokens_per_s") for r in rows if r["recipe"] == name), None)
+        for r in rows:
+            tps = r.get("tokens_per_s")
+            r[f"speedup_vs_{name}"] = round(tps / base, 2) if base and tps and tps == tps else None
+
+
+def _compile_cell(r: dict) -> str:
+    c = r.get("compile")
+    if not c:
+        return "yes" if r.get("compile_layers") else "no"
+    return (f"{c['graphs']} graphs, {c['graph_breaks']} breaks, {c.get('graphs_after_check', '-')} recompiles, "
+            f"{c['seconds']:.0f} s")
 
 
 def format_table(result: dict) -> str:
-    head = ("| recipe | tokens/s | vs HF+GC | peak alloc GiB | after step 1 GiB | peak reserved GiB | model GiB | "
-            "micro-batch x accum | "
-            "checkpointing | vocab offload | attention | dtype | first step s | loss@1 |")
+    head = ("| recipe | tokens/s | vs HF lean | vs HF+GC | peak alloc GiB | after step 1 GiB | peak reserved GiB | "
+            "model GiB | micro-batch x accum | checkpointing | vocab offload | attention | compiled layers | "
+            "dtype | first step s | loss@1 |")
     lines = [f"model {result['model']} on {result['env'].get('gpu') or 'CPU'}", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         if "error" in r:
             lines.append(f"| {r['recipe']} | {r['error']} |")
             continue
+        mb = f"{r['micro_batch']} x {r['grad_accum']}" if r.get("micro_batch") else "-"
+        loss = r.get("loss_step1")
         lines.append(
-            f"| {r['recipe']} | {r['tokens_per_s']:,.0f} | {r.get('speedup_vs_hf_gc') or '-'} | "
+            f"| {r['recipe']} | {r['tokens_per_s']:,.0f} | {r.get('speedup_vs_hf_lean') or '-'} | "
+            f"{r.get('speedup_vs_hf_gc') or '-'} | "
             f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_after_step1_gib', '-')} | "
             f"{r.get('peak_reserved_gib', '-')} | {r.get('model_gib') or '-'} | "
-            f"{r['micro_batch']} x {r['grad_accum']} | {r['checkpointing']} | "
-            f"{'yes' if r.get('offload_vocab') else 'no'} | {r['attention']} | {r['dtype']} | "
-            f"{r['first_step_s']} | {r['loss_step1']:.4f} |")
+            f"{mb} | {r.get('checkpointing', '-')} | "
+            f"{'yes' if r.get('offload_vocab') else 'no'} | {r.get('attention', '-')} | {_compile_cell(r)} | "
+            f"{r.get('dtype', '-')} | {r.get('first_step_s', '-')} | "
+            f"{'-' if loss is None else f'{loss:.4f}'} |")
     return "\n".join(lines)
 
 
@@ -423,12 +578,20 @@ def add_arguments(ap) -> None:
     ap.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                     help="레시피마다 새 프로세스 (GPU 기본: 앞 레시피가 남긴 메모리가 다음 레시피의 최대 메모리에 섞이지 않게)")
     ap.add_argument("--no-isolate", dest="isolate", action="store_false", help="한 프로세스에서 모든 레시피")
+    ap.add_argument("--peer", nargs="*", default=[],
+                    help="같은 호출에서 잴 피어 키트 변형 (예: gc uns+flat uns+flat+fp16 uns+flat+nogc+bs16)")
+    ap.add_argument("--peer-kit", default=".peer", help="피어 키트 폴더 (../shared/tools/peer/build.sh로 만든 .peer)")
+    ap.add_argument("--peer-gpu", type=int, default=None,
+                    help="피어 키트를 이 GPU에서 동시에 실행 (GPU 2장 이상; 기본: 우리 레시피 뒤에 같은 GPU에서)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="전체 시간 예산(초): 예산 안에 끝나지 않을 레시피는 건너뜀 (시간 제한이 있는 GPU 호출용)")
 
 
 def run_from_args(args) -> int:
     res = run_bench(args.recipes, args.shape, args.layers, args.steps, args.warmup, args.seqs_per_step,
                     out=args.out, seed=args.seed, profile=args.profile, attention=args.attention,
-                    isolate=args.isolate)
+                    isolate=args.isolate, peer=args.peer, peer_kit=args.peer_kit, time_budget_s=args.time_budget,
+                    peer_gpu=args.peer_gpu)
     return 0 if all("error" not in r for r in res["rows"]) else 1
 
 

@@ -1,4 +1,4 @@
-"""`workshop` command: check, prepare, quality, train, evaluate, run, bench.
+"""`workshop` command: check, prefetch, assign-gpus, prepare, quality, train, evaluate, run, ablate, export, bench.
 
 Every setting of config.py is a flag (`--train.learning_rate 1e-4`, `workshop train --help` lists them with
 their help text) and can come from a YAML file (`--config run.yaml`); a flag beats the file, which beats a
@@ -20,7 +20,7 @@ from .runtime.errors import WorkshopError
 from .runtime.paths import project_root
 
 SHORTCUTS = {"size": "size", "model": "model.model_id", "max_steps": "train.max_steps", "build_dir": "build_dir",
-             "data": "data_dir"}
+             "data": "data_dir", "report_to": "train.report_to"}
 SECTION_TITLES = {"model": "모델 설정 (model)", "data": "데이터 설정 (data)", "lora": "LoRA 설정 (lora)",
                   "train": "학습 설정 (train)", "eval": "평가 설정 (eval)"}
 
@@ -33,6 +33,8 @@ def add_config_arguments(p: argparse.ArgumentParser, sections: tuple[str, ...] =
     g.add_argument("--model", default=argparse.SUPPRESS, help="모델 ID/경로, offline, random:exaone[:...] (model.model_id)")
     g.add_argument("--max-steps", dest="max_steps", default=argparse.SUPPRESS, help="학습 스텝 수 (train.max_steps)")
     g.add_argument("--build-dir", dest="build_dir", default=argparse.SUPPRESS, help="산출물 폴더 (build_dir)")
+    g.add_argument("--report-to", dest="report_to", default=argparse.SUPPRESS, type=_trackers,
+                   help="TensorBoard 말고 더 기록할 곳: wandb, trackio (쉼표로; TensorBoard는 항상 남음)")
     g.add_argument("--data", default=argparse.SUPPRESS,
                    help="준비된 데이터 폴더 (workshop prepare --out의 폴더; data_dir). 주면 그 데이터를 그대로 씀")
     default = WorkshopConfig()
@@ -44,6 +46,14 @@ def add_config_arguments(p: argparse.ArgumentParser, sections: tuple[str, ...] =
                 text += f" [{' | '.join(map(str, f.metadata['choices']))}]"
             g.add_argument(f"--{s}.{f.name}", dest=f"cfg.{s}.{f.name}", default=argparse.SUPPRESS, metavar="값",
                            help=f"{text} (기본 {getattr(getattr(default, s), f.name)!r})".replace("%", "%%"))
+
+
+def _trackers(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in ("wandb", "trackio", "tensorboard")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"알 수 없는 로깅 대상 {bad} (가능: wandb, trackio)")
+    return ["tensorboard", *(t for t in names if t != "tensorboard")]  # TensorBoard always stays
 
 
 def config_from_args(args: argparse.Namespace) -> WorkshopConfig:
@@ -74,7 +84,11 @@ def cmd_check(args) -> int:
     from .config import EXAONE_MODEL_ID
     from .runtime.checklist import checklist
 
-    items = checklist(model_id=args.model or EXAONE_MODEL_ID, check_model_access=not args.no_model_access)
+    cfg = config_from_args(args)
+    model_id = EXAONE_MODEL_ID if cfg.model.model_id == "auto" else cfg.model.model_id
+    items = checklist(model_id=model_id, check_model_access=not args.no_model_access,
+                      memory_budget_gib=cfg.train.memory_budget_gib, build_dir=cfg.build_path,
+                      build_dir_source=cfg.sources.get("build_dir", "기본값"))
     for it in items:
         print(it.line())
     blocking = [it for it in items if it.blocking and not it.ok]
@@ -205,10 +219,92 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_prefetch(args) -> int:
+    from .config import EXAONE_MODEL_ID, default_cache_dir
+    from .data.embeddings import MULTILINGUAL_EMBEDDING
+    from .model.sources import offline_model_dir
+    from .runtime.hub import hf_token
+    from .runtime.paths import cache_dir
+    from .runtime.server import prefetch_models
+
+    models = args.model or [EXAONE_MODEL_ID, MULTILINGUAL_EMBEDDING]
+    try:
+        prefetch_models(models, token=hf_token())
+    except RuntimeError as err:
+        raise WorkshopError(str(err)) from None
+    if not args.no_offline:
+        print(f"[prefetch] 오프라인 모델(CPU 대체) 변환 → {cache_dir(default_cache_dir())}")
+        offline_model_dir()
+    print("[prefetch] 끝: 참가자는 같은 HF_HOME(과 WORKSHOP_CACHE)을 쓰면 다시 받지 않습니다 (docs/server.md)")
+    return 0
+
+
+def cmd_assign_gpus(args) -> int:
+    from .runtime.server import assign_gpus, assignment_table, people_per_gpu, read_users
+
+    users = read_users(_check_dir(args.users, "참가자 목록"))
+    gpus, per_gpu = args.gpus, args.per_gpu
+    if gpus is None or per_gpu is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise WorkshopError("CUDA GPU가 보이지 않습니다: --gpus와 --per-gpu를 지정하세요")
+        gpus = gpus or torch.cuda.device_count()
+        smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 1024**3
+        per_gpu = per_gpu or people_per_gpu(smallest)
+    try:
+        table = assignment_table(assign_gpus(users, gpus, per_gpu))
+    except ValueError as err:
+        raise WorkshopError(str(err)) from None
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise WorkshopError(f"{out}이(가) 이미 있습니다: 덮어쓰려면 --force")
+        out.write_text(table)
+        print(f"{len(users)}명 → GPU {gpus}장 (한 장에 최대 {per_gpu}명): {out}")
+    else:
+        print(table, end="")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .pipeline import run
 
     run(config_from_args(args), resume=args.resume, run_name=args.run, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .ablation import AblationPlan, check_out_dir, run_ablation
+    from .pipeline import banner
+
+    cfg = config_from_args(args)
+    kw = {"seeds": tuple(args.seeds)} if args.seeds else {}
+    if args.num_examples is not None:
+        if args.num_examples < 0:
+            raise WorkshopError(f"--num-examples는 0 이상이어야 합니다: {args.num_examples}")
+        kw["num_examples"] = args.num_examples
+    if cfg.sources.get("train.max_steps") == "명령줄 (CLI)":
+        kw["max_steps"] = cfg.train.max_steps  # the flag beats the size's plan
+    plan = AblationPlan.for_size(cfg.size, metric=args.metric, **kw)
+    plan.validate()
+    out = Path(args.out) if args.out else cfg.build_path / "ablation"
+    check_out_dir(out.resolve())
+    banner(cfg)
+    res = run_ablation(cfg, plan, out)
+    print()
+    print(res.markdown())
+    print()
+    print(res.verdict())
+    print(f"\n결과: {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .report.export import export_gguf
+
+    res = export_gguf(args.adapter, quant=args.quant, out_dir=args.out, base=args.base, overwrite=args.overwrite)
+    print(res.describe())
     return 0
 
 
@@ -221,9 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("check", help="실습 환경 점검 (exit 1 if a blocking item fails)")
-    c.add_argument("--model", default=None)
     c.add_argument("--no-model-access", action="store_true", help="허브의 모델 접근 권한 확인을 건너뜀")
+    add_config_arguments(c, ("model", "train"))
     c.set_defaults(fn=cmd_check)
+
+    c = sub.add_parser("prefetch", help="강사용: 모델을 공유 캐시(HF_HOME)에 한 번 받아 둠 (docs/server.md)")
+    c.add_argument("--model", action="append", help="받을 모델 ID (여러 번; 기본: EXAONE + 다국어 임베딩 모델)")
+    c.add_argument("--no-offline", action="store_true", help="오프라인 모델(SmolLM2) 변환은 건너뜀")
+    c.set_defaults(fn=cmd_prefetch)
+
+    c = sub.add_parser("assign-gpus", help="강사용: 참가자마다 GPU 배정표 (user<TAB>gpu) 만들기")
+    c.add_argument("users", help="참가자 계정 목록 파일 (한 줄에 하나)")
+    c.add_argument("--gpus", type=int, default=None, help="GPU 수 (기본: 보이는 GPU 전부)")
+    c.add_argument("--per-gpu", type=int, default=None, help="GPU 한 장의 최대 인원 (기본: 메모리 / 12 GiB)")
+    c.add_argument("--out", default=None, help="배정표 파일 (기본: 화면에 출력)")
+    c.add_argument("--force", action="store_true", help="--out 파일이 있으면 덮어씀")
+    c.set_defaults(fn=cmd_assign_gpus)
 
     c = sub.add_parser("prepare", help="원본 데이터 검증·정규화·RAFT 변환 -> 준비된 데이터 폴더")
     c.add_argument("--raw", nargs="+", required=True, help="원본 파일 또는 폴더 (여러 개 가능)")
@@ -251,6 +360,27 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--overwrite", action="store_true", help="--run으로 지정한 기존 실행 폴더를 바꿈")
         add_config_arguments(c)
         c.set_defaults(fn=fn)
+
+    c = sub.add_parser("ablate", help="RAFT 학습 형식 비교: 골든만 vs RAFT vs RAFT(CoT 없음), RAG top-k 평가",
+                       description="같은 원본 모델·스텝·시드로 세 학습 형식을 학습하고, 원본 모델과 함께 같은 테스트 "
+                                   "질문(골든만, 골든+방해, RAG top-1/3/5)으로 평가합니다 (RAFT 논문 Table 1의 비교).")
+    c.add_argument("--seeds", type=int, nargs="+", default=None, help="시드들 (기본: tiny/smoke 1개, 그 외 0 1 2)")
+    c.add_argument("--num-examples", type=int, default=None, help="테스트 질문 수 (0 = 전부)")
+    c.add_argument("--metric", default="rougeL", help="표·그림·판정의 지표 (rougeL, rouge1, f1, bleu, exact_match)")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: build/ablation)")
+    add_config_arguments(c)
+    c.set_defaults(fn=cmd_ablate)
+
+    c = sub.add_parser("export", help="어댑터를 원본에 병합해 GGUF 파일(llama.cpp·Ollama)과 Ollama Modelfile로 내보내기")
+    c.add_argument("--adapter", required=True, help="어댑터 폴더 (adapter_config.json이 있는 곳, 예: build/runs/<이름>/<실행>/adapter)")
+    c.add_argument("--format", default="gguf", choices=["gguf"], help="내보낼 형식 (지금은 gguf만)")
+    c.add_argument("--quant", default="f16", choices=["f16", "q8_0"],
+                   help="f16: 병합한 가중치 그대로(16비트) | q8_0: 8비트 블록 양자화 (크기 약 절반)")
+    c.add_argument("--out", default=None, help="출력 폴더 (기본: 어댑터 옆의 gguf-<quant>/)")
+    c.add_argument("--base", default=None,
+                   help="원본 모델 경로·Hub ID (기본: adapter_config.json의 base_model_name_or_path, 오프라인 모델은 offline)")
+    c.add_argument("--overwrite", action="store_true", help="이미 있는 GGUF·Modelfile을 다시 씀")
+    c.set_defaults(fn=cmd_export)
 
     c = sub.add_parser("evaluate", help="원본 vs 튜닝 평가")
     c.add_argument("--adapter", default=None, help="어댑터 폴더 (기본: 이 설정의 가장 최근 실행)")

@@ -12,8 +12,11 @@ Where a value comes from, highest first (`load_config` records it in `cfg.source
 This module is the only reader of the WORKSHOP_* environment variables:
   WORKSHOP_SIZE, WORKSHOP_MODEL, WORKSHOP_BUILD_DIR, WORKSHOP_MAX_STEPS, WORKSHOP_EMBEDDING ('none' skips
   cosine), WORKSHOP_CACHE (converted models), WORKSHOP_TOKENIZER (for random-weight models),
-  WORKSHOP_GPU_MODE (train.memory_mode), the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace), and
+  WORKSHOP_GPU_MODE (train.memory_mode), WORKSHOP_MEMORY_BUDGET_GIB (train.memory_budget_gib: e.g. 8 so that
+  several people share one card, docs/server.md), the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace), and
   WORKSHOP_SOLUTIONS (1: the notebooks' exercise checks use the answer key for blanks; CI and `make reference`).
+When the checkout belongs to someone else or is read-only (one checkout for a class), build_dir defaults to
+~/qlora-raft-workshop/build.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .runtime.errors import WorkshopError
-from .runtime.paths import project_root
+from .runtime.paths import personal_dir, project_root, shared_checkout
 
 EXAONE_MODEL_ID = "LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct"
 OFFLINE_MODEL_ID = "offline:smollm2-135m-instruct"
@@ -55,7 +58,7 @@ def _help(text: str, default: Any = dataclasses.MISSING, choices: tuple | None =
     return field(default=default, metadata=meta, **kw)
 
 
-ATTENTIONS = ("auto", "sdpa", "eager", "workshop_varlen", "flex_attention")
+ATTENTIONS = ("auto", "sdpa", "eager", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 
 
 @dataclass
@@ -134,7 +137,10 @@ class TrainSettings(_Section):
     max_grad_norm: float = _help("그래디언트 클리핑 임계값", 0.3)
     gradient_checkpointing: str = _help(
         "활성화 체크포인팅: auto(메모리 예산으로 결정, 일부 층만도 가능) | on | off | 층 수(정수, 앞에서부터)", "auto")
-    report_to: list = _help("로깅 대상 (tensorboard는 항상, wandb는 설치·설정 시)", ["tensorboard"])
+    report_to: list = _help(
+        "로깅 대상: tensorboard는 항상, wandb·trackio는 설치(pip install -e '.[tracking]')되어 있고 여기에 적었을 때만",
+        ["tensorboard"])
+    tracking_project: str = _help("trackio 프로젝트 이름: 로컬 대시보드에서 실행들을 묶는 단위", "qlora-raft-workshop")
     early_stopping_patience: int = _help("검증 loss가 개선되지 않으면 멈출 평가 횟수 (0이면 끔)", 0)
     early_stopping_threshold: float = _help(
         "early stopping: 검증 loss가 이 값(절대값)보다 많이 내려가야 개선으로 봄. 0이면 조금이라도 내려가면 개선", 0.0)
@@ -154,6 +160,10 @@ class TrainSettings(_Section):
     offload_vocab: str = _help(
         "고속 경로: 임베딩·lm_head(어휘 102,400 x 4,096)를 쓰지 않는 동안 CPU 메모리에 둠: auto(예산이 빠듯해 "
         "더 큰 micro-batch가 들어갈 때) | on | off", "auto", ("auto", "on", "off"))
+    compile_layers: str = _help(
+        "고속 경로: 디코더 층을 torch.compile로 컴파일 (모든 층이 같은 코드, 길이가 달라도 재컴파일 없음; 작은 "
+        "micro-batch의 CPU 병목을 줄임): auto(CUDA에서 점검 후 켬) | on | off | liger(Liger 층 커널을 컴파일 안에 둠)",
+        "auto", ("auto", "on", "off", "liger"))
     seed: int = _help("학습 난수 시드", 42)
 
 
@@ -342,6 +352,7 @@ SIZE_REASONS = {
         "save_steps": "체크포인트도 4번 (이어서 학습 실습, best model 복원)",
         "eval_max_examples": "학습 중 검증은 32개로 (검증 한 번에 수십 초)",
         "early_stopping_patience": "검증 loss가 2번 연속 나빠지면 멈춤",
+        "output_dir": "실행 폴더를 크기별로 나눔 (runs/workshop-qlora/<시각>-<식별값>)",
         "num_examples": "평가 질문 24개 (주제별 균형) x 설정 3개 x 모델 2개",
         "max_new_tokens": "CoT 답변이 들어가는 길이로 제한 (생성 시간)",
     },
@@ -358,6 +369,7 @@ ENV_SETTINGS = {
     "WORKSHOP_CACHE": "model.cache_dir",
     "WORKSHOP_TOKENIZER": "model.tokenizer",
     "WORKSHOP_GPU_MODE": "train.memory_mode",
+    "WORKSHOP_MEMORY_BUDGET_GIB": "train.memory_budget_gib",
 }
 KO_TOKENIZERS = ("mecab", "whitespace")
 
@@ -433,6 +445,9 @@ def load_config(size: str | None = None, config_file: str | os.PathLike | None =
         chosen, size_source = default_size(), "자동 (CUDA GPU 여부, auto)"
     cfg = apply_size(WorkshopConfig(), str(chosen))
     cfg.sources["size"] = size_source
+    if shared_checkout():  # one checkout for a class: each person's outputs under their own home
+        cfg.build_dir = str(personal_dir() / "build")
+        cfg.sources["build_dir"] = "공유 체크아웃: 홈 아래 (shared checkout)"
     for layer in layers:
         for dotted, (value, label) in layer.items():
             if dotted != "size":
@@ -502,7 +517,10 @@ def set_value(cfg: WorkshopConfig, dotted: str, value: Any, source: str = "인�
               validate: bool = True) -> None:
     """Set one setting by its dotted name (type-converted), record its source, and check it."""
     obj, f = _field(cfg, dotted)
-    setattr(obj, f.name, coerce(f, value, dotted))
+    try:
+        setattr(obj, f.name, coerce(f, value, dotted))
+    except ConfigError as err:
+        raise ConfigError(f"{err} [출처: {source}]") from None
     cfg.sources[dotted] = source
     if validate:
         cfg.validate()

@@ -1,8 +1,8 @@
 """Run by tests/test_distributed.py under `accelerate launch --cpu --num_processes 2` (gloo).
 
-Trains the offline model in tiny size with the workshop's own `train` for a 3-step run that is
-interrupted after step 2 (or, with "resume", continues it from the last checkpoint), records each
-rank's LoRA weights, and lets rank 0 write the adapter (only rank 0 may write).
+Trains the offline model in tiny size with the workshop's own `train` for a 3-step run that stops
+after step 2 (or, with "resume <checkpoint>", continues from that checkpoint in a new run folder, since
+the first run is finished), records each rank's LoRA weights, and lets rank 0 write the adapter.
 """
 import hashlib
 import json
@@ -20,7 +20,7 @@ from workshop_utils.runtime.distributed import dist_info, main_process_first
 from workshop_utils.train.trainer import train
 
 out = Path(sys.argv[1])
-resume = len(sys.argv) > 2 and sys.argv[2] == "resume"
+resume = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "resume" else False
 info = dist_info()
 cfg = load_config("tiny", **{"train.max_steps": 3, "train.eval_steps": 0, "train.save_steps": 1,
                              "train.output_dir": str(out / "run"), "build_dir": str(out / "build")})

@@ -57,6 +57,12 @@ class PrepareResult:
     splits: dict[str, list[dict]]
     corpus: Corpus
     summary: dict = field(default_factory=dict)  # the folder's manifest
+    split_of: dict[str, str] = field(default_factory=dict)  # doc key -> train | validation | test
+
+    @property
+    def records(self) -> list[dict]:
+        """The validated, normalized canonical records (before the RAFT conversion)."""
+        return [r.data for r in self.report.kept]
 
 
 def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: DataSettings | None = None,
@@ -122,7 +128,7 @@ def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: Data
             _save_dataset_dict(splits, tmp / "dataset")
         manifest["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    return PrepareResult(out, report, files, splits, corpus, manifest)
+    return PrepareResult(out, report, files, splits, corpus, manifest, split_of)
 
 
 def check_mapping(mapping: Mapping[str, str], raw: list) -> None:

@@ -7,12 +7,15 @@ greedy (deterministic) by default; it stops at the chat template's end-of-turn t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from ..config import ModelSettings
 from ..data.prompts import render_prompt, stop_token_ids
+from ..model.load import load_model
 
 
 @dataclass
@@ -91,3 +94,33 @@ def answer_examples(model, tokenizer, examples: list[dict], max_new_tokens: int 
     with adapter_disabled(model, base):
         return generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress,
                         desc="원본 모델 base" if base else "파인튜닝 모델 tuned")
+
+
+def generation_speed(settings: ModelSettings, batch_sizes: tuple[int, ...] = (1, 8), new_tokens: int = 32,
+                     prompt: str | None = None) -> list[dict]:
+    """Generation speed of the same model loaded in 4-bit NF4 and in 16-bit (the compute dtype), per batch size.
+
+    The seed lists "faster inference" among 4-bit's benefits; bitsandbytes dequantizes every weight at every
+    step, so this measures what this machine really does (greedy, fixed length: min_new_tokens = new_tokens).
+    """
+    prompt = prompt or ("다음 문맥을 읽고 질문에 답하세요. " + "누리온테크의 연차휴가는 입사 1년 후 15일이 주어집니다. " * 12
+                        + "질문: 연차휴가는 며칠인가요?")
+    rows = []
+    for four_bit in (True, False):
+        loaded = load_model(dataclasses.replace(settings, load_in_4bit=four_bit), verbose=False)
+        model, tok = loaded.model, loaded.tokenizer
+        label = "NF4 4비트" if four_bit else f"16비트 ({str(loaded.device.dtype)[6:]})"
+        for b in batch_sizes:
+            generate(model, tok, [prompt] * b, max_new_tokens=2, batch_size=b, progress=False)  # warm-up
+            if loaded.device.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            out = generate(model, tok, [prompt] * b, max_new_tokens=new_tokens, batch_size=b, progress=False,
+                           min_new_tokens=new_tokens)
+            rows.append({"가중치": label, "배치": b, "새 토큰/초": round(out.tokens_per_second, 1),
+                         "장치": loaded.device.device,
+                         "GPU 최대 메모리 GiB": round(torch.cuda.max_memory_allocated() / 1024**3, 2)
+                         if loaded.device.device == "cuda" else None})
+        del model, loaded
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows

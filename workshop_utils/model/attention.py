@@ -9,22 +9,13 @@ import inspect
 
 import torch
 
+from .attention_kernels import EFFICIENT_VARLEN_ATTENTION, reference_varlen, reference_varlen_op
+
 # --- attention -----------------------------------------------------------------------------------------
 VARLEN_ATTENTION = "workshop_varlen"
 
 
-def _reference_varlen(q, k, v, cu: list[int], scale: float | None) -> torch.Tensor:
-    """Causal attention of each packed sequence with itself, one sdpa call per sequence (q: T x H x D).
-    The same math as the flash kernel; used on CPU and where the kernel is missing."""
-    rep = q.shape[1] // k.shape[1]
-    outs = []
-    for a, b in zip(cu[:-1], cu[1:]):
-        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))
-        if rep > 1:
-            ks, vs = ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0)
-        outs.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale)
-                    .transpose(0, 1))
-    return torch.cat(outs)
+_reference_varlen = reference_varlen  # per-sequence sdpa: the CPU path and the kernels' reference
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,9 +65,15 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     if q.is_cuda and _varlen_kernel()[0] is not None:
         out = _cuda_varlen(q.contiguous(), k.contiguous(), v.contiguous(), cu_seq_lens_q.to(q.device),
                            int(max_length_q), scaling)
+    elif torch.compiler.is_compiling():  # a compiled decoder layer (train/fastpath/compile.py): one opaque op
+        out = reference_varlen_op(q, k, v, cu_seq_lens_q, max_length_q, scaling)
     else:
         out = _reference_varlen(q, k, v, cu_seq_lens_q.tolist(), scaling)
     return out.unsqueeze(0), None  # (1, tokens, heads, head dim), as transformers' attention functions
+
+
+# attention functions that read the packed row's boundaries (FlatteningCollator(seq_lens=True))
+SEQUENCE_BOUNDARY_ATTENTIONS = (VARLEN_ATTENTION, EFFICIENT_VARLEN_ATTENTION)
 
 
 def register_varlen_attention() -> str:

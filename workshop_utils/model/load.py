@@ -11,6 +11,7 @@ from ..runtime.device import DeviceChoice, choose_device
 from ..runtime.distributed import dist_info
 from ..runtime.hub import hf_token, hub_reachable, is_offline
 from .attention import VARLEN_ATTENTION, register_varlen_attention
+from .attention_kernels import EFFICIENT_VARLEN_ATTENTION, register_efficient_varlen_attention
 from .choice import ModelChoice, resolve_model
 from .cpu4bit import _linear4bit_modules, disable_cpu_4bit_repacking
 from .sources import offline_model_dir, random_model_dir
@@ -129,15 +130,15 @@ def pick_attention(setting: str, device: DeviceChoice) -> str | None:
     `workshop_varlen` after loading when its kernel runs)."""
     if setting == "auto":
         return "sdpa"
-
     if setting == VARLEN_ATTENTION:
         register_varlen_attention()
+    elif setting == EFFICIENT_VARLEN_ATTENTION:
+        register_efficient_varlen_attention()
     return setting
 
 
 def hub_failure_hint(model_id: str, err: Exception) -> str:
     """The seed's troubleshooting row '모델 로드 실패 -> 토큰 문제' as a message."""
-
     lines = [f"모델 로드 실패 (model load failed): {model_id}: {type(err).__name__}: {str(err)[:200]}"]
     if is_offline() or not hub_reachable():
         lines.append("- Hub에 접속할 수 없습니다: 네트워크를 확인하거나 WORKSHOP_MODEL=offline 으로 오프라인 모델을 쓰세요.")

@@ -9,6 +9,11 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def decoder_layers(model) -> list:
+    """The decoder layers (modules with self-attention that transformers can checkpoint)."""
+    return [m for m in base_model(model).modules() if hasattr(m, "gradient_checkpointing") and hasattr(m, "self_attn")]
+
+
 def model_name(model) -> str:
     """The checkpoint a (peft-wrapped) model was loaded from (its config's name_or_path)."""
     base = base_model(model)

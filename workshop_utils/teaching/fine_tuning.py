@@ -60,7 +60,7 @@ SEED_TRAINING_ARGS = [
     ("bf16", True, "bf16", "장치에 맞게 자동: bf16=True 고정은 T4에서 실패, CPU는 fp32"),
     ("optim", "paged_adamw_8bit", "optim",
      "옵티마이저 상태(Adam m·v)를 8비트로 저장 + 메모리 부족 시 CPU로 페이징. '8비트 모델용'이 아님"),
-    ("report_to", "tensorboard", "report_to", "tensorboard (wandb는 설정했을 때만 추가)"),
+    ("report_to", "tensorboard", "report_to", "tensorboard (wandb·trackio는 설치하고 요청했을 때만 추가)"),
     ("Trainer(tokenizer=...)", "tokenizer", "Trainer(processing_class=...)",
      "transformers 5에서 Trainer의 tokenizer= 삭제 → processing_class="),
     ("(없음)", None, "max_grad_norm", "QLoRA 논문 값 0.3 (그래디언트 클리핑)"),
@@ -94,7 +94,8 @@ TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
                completion_tokens: int = 120) -> list[dict]:
     """What the fast path would choose on typical GPUs for EXAONE-7.8B and RAFT-length sequences
-    (with the GPU install: Liger kernels, and the varlen kernel on compute capability >= 8.0 cards)."""
+    (with the GPU install: Liger kernels, Triton, the varlen flash kernel on compute capability >= 8.0
+    cards and the memory-efficient varlen kernel on all)."""
     import copy
 
     shape = shape or EXAONE_7_8B
@@ -108,10 +109,11 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
         c.train.gradient_accumulation_steps = full.gradient_accumulation_steps
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
         # as installed on a GPU machine (`make` adds liger-kernel there); flash kernels need bf16-class cards
-        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16))
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16, True))
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
                      "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",
+                     "층 컴파일": "예" if p.compile_layers else "아니오",
                      "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
     return rows
 

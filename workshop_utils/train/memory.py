@@ -7,6 +7,8 @@ of the loss (the 102,400-token vocabulary of EXAONE makes these large unless the
 per-GPU figures of DDP/FSDP. Measured numbers come from `workshop bench` (docs/benchmarks.md)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..config import EXAONE_MODEL_ID
 from ..model.choice import ModelChoice, resolve_model
 from ..model.load import model_path
@@ -119,3 +121,31 @@ def fits_without_checkpointing(cfg, vram_gib: float, headroom: float = 0.85) -> 
     ok = est["total"] <= vram_gib * headroom
     verdict = "들어가므로 끔 (더 빠름)" if ok else "넘치므로 켬"
     return ok, (f"체크포인팅 없이 예상 {est['total']:.1f} GiB vs GPU {vram_gib:.0f} GiB × {headroom:.0%}: {verdict}")
+
+
+@dataclass
+class MemoryCheck:
+    """A run's measured peak GPU memory against its plan (the notebook's GPU check)."""
+
+    peak_gib: float | None
+    plan_gib: float | None
+    tolerance: float = 0.10
+
+    @property
+    def ok(self) -> bool:
+        """Within the plan + tolerance; nothing to compare (CPU, plain path) counts as ok."""
+        return self.peak_gib is None or self.plan_gib is None or self.peak_gib <= self.plan_gib * (1 + self.tolerance)
+
+    def line(self) -> str:
+        if self.peak_gib is None:
+            return "GPU 메모리 점검: CUDA가 아니라 해당 없음 (CPU 실행)"
+        if self.plan_gib is None:
+            return f"GPU 최대 메모리 {self.peak_gib:.2f} GiB (고속 경로가 꺼져 비교할 계획 없음)"
+        verdict = "계획 안" if self.ok else f"계획 + {self.tolerance:.0%} 초과"
+        return (f"GPU 최대 메모리 {self.peak_gib:.2f} GiB / 계획(추정) {self.plan_gib:.2f} GiB "
+                f"({self.peak_gib / self.plan_gib:.0%}): {verdict}")
+
+
+def memory_check(result, tolerance: float = 0.10) -> MemoryCheck:
+    """The check for a TrainResult (peak_gib, plan_gib)."""
+    return MemoryCheck(result.peak_gib, result.plan_gib, tolerance)

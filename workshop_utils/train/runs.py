@@ -121,6 +121,12 @@ def list_runs(cfg: WorkshopConfig) -> list[RunInfo]:
     return out
 
 
+def run_label(run_dir: str | Path) -> str:
+    """A run's name for trackers and listings: <configuration name>-<run folder> (one name per run)."""
+    run_dir = Path(run_dir)
+    return f"{run_dir.parent.name}-{run_dir.name}" if (run_dir / RUN_FILE).exists() else run_dir.name
+
+
 def new_run(cfg: WorkshopConfig, identity: RunIdentity, name: str | None = None, overwrite: bool = False) -> Path:
     """Create the folder of a new run (its run.json and resolved config.yaml written first)."""
     root = runs_root(cfg)

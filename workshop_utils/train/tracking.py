@@ -1,5 +1,6 @@
 """Experiment tracking: TensorBoard (always), W&B (when installed and configured, offline otherwise,
-never a blocking login prompt), and the seed's manual experiment log filled in automatically.
+never a blocking login prompt), trackio (when installed and asked for: a local dashboard, nothing
+sent anywhere), and the seed's manual experiment log filled in automatically.
 
 The seed's template:
     ## 실험 #001
@@ -10,6 +11,7 @@ versions, so the run can be reproduced.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import re
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 from ..config import config_yaml
 from ..model.choice import resolve_model
 from ..runtime.packages import package_version
-from ..runtime.paths import project_root
+from ..runtime.paths import experiments_dir, project_root
 
 VERSION_PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
                     "sentence-transformers", "sacrebleu", "workshop-utils"]
@@ -45,6 +47,31 @@ def configure_wandb(project: str = "exaone-qlora-raft") -> str:
         os.environ.setdefault("WANDB_PROJECT", project)
         os.environ.setdefault("WANDB_SILENT", "true")
     return mode
+
+
+TRACKIO_INSTALL = "pip install -e '.[tracking]'"
+
+
+def trackio_available() -> bool:
+    """Whether trackio is installed: transformers' own test (find_spec), minus a bare folder named
+    trackio on the path (a namespace package, e.g. a TRACKIO_DIR under the working directory)."""
+    try:
+        spec = importlib.util.find_spec("trackio")
+    except ValueError:
+        return False
+    return spec is not None and spec.origin is not None
+
+
+def trackio_dir() -> Path:
+    """Where trackio keeps its local database: TRACKIO_DIR, else <HF_HOME>/trackio."""
+    from huggingface_hub.constants import HF_HOME
+
+    return Path(os.environ["TRACKIO_DIR"]) if os.environ.get("TRACKIO_DIR") else Path(HF_HOME) / "trackio"
+
+
+def trackio_dashboard_command(project: str) -> str:
+    """The terminal command that opens trackio's local dashboard for a project."""
+    return f'trackio show --project "{project}"'
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -77,7 +104,7 @@ def write_experiment_log(cfg, train_summary: dict, metrics: dict | None, dataset
                          extra: dict | None = None, config_file: str | Path | None = None) -> Path:
     """Fill the seed's experiment template from a run and write experiments/NNN-<name>.md, with the run's
     resolved settings (`config_file`, else `cfg`) so that it can be repeated with `workshop run --config`."""
-    directory = Path(directory) if directory else project_root() / "experiments"
+    directory = Path(directory) if directory else experiments_dir()
     directory.mkdir(parents=True, exist_ok=True)
     n = next_experiment_number(directory)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"

@@ -10,6 +10,7 @@ Corrections to the seed's code (transformers 5):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,27 +19,35 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
 from ..config import WorkshopConfig
 from ..data.prompts import tokenize_dataset
-from ..model.attention import VARLEN_ATTENTION
+from ..model.attention import SEQUENCE_BOUNDARY_ATTENTIONS
 from ..model.cpu4bit import assert_trainable_4bit
 from ..model.lora import apply_lora, base_model, model_name, trainable_parameters
 from ..model.shape import Shape
-from ..runtime.device import DeviceChoice, choose_device
+from ..runtime.device import GIB, DeviceChoice, choose_device
 from ..runtime.distributed import dist_info, is_main_process, main_process_first
 from ..runtime.errors import WorkshopError
-from .callbacks import (DiagnosisLog, FlatLossCallback, GracefulInterrupt, NaNLossCallback, OverfitCallback,
-                        RunIdentityCallback, oom_message)
+from .callbacks import (
+    DiagnosisLog,
+    FlatLossCallback,
+    GracefulInterrupt,
+    NaNLossCallback,
+    OverfitCallback,
+    RunIdentityCallback,
+    oom_message,
+)
 from .collators import CompletionCollator, FlatteningCollator
 from .fastpath.apply import prepare_fast_model
 from .fastpath.offload import VocabOffload
 from .fastpath.plan import FastPlan, fast_path_off_reason, fixed_checkpoint_layers, plan_fast_path, sequence_token_stats
 from .loss import completion_loss, fast_completion_loss
 from .memory import fits_without_checkpointing
-from .runs import RunIdentity, checkpoint_identity, mark_latest, new_run, resumable_run, run_identity, runs_root
-from .tracking import wandb_mode
+from .runs import (RunIdentity, checkpoint_identity, mark_latest, new_run, resumable_run, run_identity, run_label,
+                   runs_root)
+from .tracking import TRACKIO_INSTALL, trackio_available, trackio_dashboard_command, trackio_dir, wandb_mode
 
 
 def use_gradient_checkpointing(cfg: WorkshopConfig, device: DeviceChoice) -> tuple[bool, str]:
@@ -66,13 +75,11 @@ def precision_flags(device: DeviceChoice) -> dict:
 def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, gradient_checkpointing: bool = False,
                        output_dir: str | Path | None = None, **overrides):
     """TrainingArguments from the config (the seed's values for size 'full')."""
-    from transformers import TrainingArguments
-
     device = device or choose_device(cfg.model.compute_dtype)
     t = cfg.train
     on_gpu = device.device == "cuda"
     eval_on = t.eval_steps > 0
-    report = [r for r in t.report_to if r != "wandb" or _wandb_ready()]
+    report = [r for r in t.report_to if (r != "wandb" or _wandb_ready()) and (r != "trackio" or _trackio_ready())]
     kwargs = dict(
         output_dir=str(output_dir or cfg.runs_dir),
         num_train_epochs=t.num_train_epochs,
@@ -104,6 +111,8 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
         save_only_model=False,
         disable_tqdm=False,
     )
+    if "trackio" in report:
+        kwargs.update(trackio_arguments(t.tracking_project, run_label(kwargs["output_dir"])))
     if dist_info().distributed:
         # every LoRA parameter is used in each forward: no search for unused ones (DDP)
         kwargs["ddp_find_unused_parameters"] = False
@@ -114,8 +123,19 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
 
 
 def _wandb_ready() -> bool:
-
     return wandb_mode() != "disabled"
+
+
+def _trackio_ready() -> bool:
+    return trackio_available()
+
+
+def trackio_arguments(project: str, run_name: str) -> dict:
+    """TrainingArguments for trackio: the project and run name, logged locally only -- no Space on
+    the Hub now or after training (older transformers 5 releases lack some of these fields)."""
+    wanted = {"project": project, "run_name": run_name, "trackio_space_id": None, "trackio_static_space_id": False}
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {k: v for k, v in wanted.items() if k in known}
 
 
 @dataclass
@@ -134,6 +154,8 @@ class TrainResult:
     total_params: int = 0
     gradient_checkpointing: bool = False
     resumed_from: str | None = None
+    peak_gib: float | None = None  # CUDA: peak allocated GPU memory during training
+    plan_gib: float | None = None  # the fast path's estimate for the same run (None off the fast path)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -234,10 +256,10 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     plan = plan or fast_plan_for(model, train_ds, cfg, device)
     kernels: list[str] = []
     if plan.enabled:
-        model, kernels = prepare_fast_model(model, plan, cfg.lora)
+        model, kernels = prepare_fast_model(model, plan, cfg.lora, device.dtype)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
         collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
-                                       seq_lens=plan.attention == VARLEN_ATTENTION) if plan.padding_free
+                                       seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS) if plan.padding_free
                     else CompletionCollator(tokenizer.pad_token_id))
         # checkpointing is already set per layer; the Trainer would switch it on for all layers
         arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
@@ -308,6 +330,18 @@ def choose_run(cfg: WorkshopConfig, identity: RunIdentity, resume: bool | str = 
     return new_run(cfg, identity, name, overwrite), None
 
 
+def tracking_lines(cfg: WorkshopConfig, args) -> list[str]:
+    """trackio's local dashboard command when it logs this run, or why it was left out."""
+    lines = []
+    if "trackio" in args.report_to:
+        project = getattr(args, "project", cfg.train.tracking_project)
+        lines.append(f"[tracking] trackio 로컬 대시보드: {trackio_dashboard_command(project)} "
+                     f"(기록 위치 {trackio_dir()}, Hub로 보내지 않음)")
+    elif "trackio" in cfg.train.report_to:
+        lines.append(f"[tracking] trackio가 설치되어 있지 않아 뺐습니다: {TRACKIO_INSTALL}")
+    return lines
+
+
 def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, resume: bool | str = "auto",
           callbacks: list | None = None, verbose: bool = True, run_name: str | None = None,
           overwrite: bool = False, **arg_overrides) -> tuple[object, TrainResult]:
@@ -343,6 +377,10 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
             print(f"[train] max_seq_length={cfg.model.max_seq_length}을 넘어 문맥 중간을 자른 예제: {setup.truncated}개")
         if ckpt:
             print(f"[train] 체크포인트에서 이어서 학습 (resume): {ckpt}")
+        for line in tracking_lines(cfg, trainer.args):
+            print(line)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
         with interrupt.installed():
@@ -372,7 +410,9 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         eval_loss=evals[-1] if evals else None, run_dir=str(run_dir), adapter_dir=str(adapter_dir),
         log_history=history, diagnoses=[d.message() for d in setup.diagnoses.items],
         truncated=setup.truncated, trainable_params=setup.trainable_params, total_params=setup.total_params,
-        gradient_checkpointing=setup.gradient_checkpointing, resumed_from=ckpt)
+        gradient_checkpointing=setup.gradient_checkpointing, resumed_from=ckpt,
+        peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2) if torch.cuda.is_available() else None,
+        plan_gib=setup.fast_plan.estimate_gib)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(adapter_dir))
         (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), ensure_ascii=False, indent=1))

@@ -13,8 +13,9 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def apply_liger(model) -> list[str]:
-    """Liger's Llama kernels on this model instance (the base causal LM under a PeftModel).
+def apply_liger(model, layer_kernels: bool = True) -> list[str]:
+    """Liger's Llama kernels on this model instance (the base causal LM under a PeftModel); without
+    `layer_kernels` only the fused linear cross-entropy (compiled layers fuse rope/RMSNorm/SwiGLU).
 
     EXAONE's model_type is 'exaone', which Liger's automatic dispatch does not know; transformers 5
     builds it from the Llama classes, so `apply_liger_kernel_to_llama(model=...)` fits. The fused
@@ -29,7 +30,8 @@ def apply_liger(model) -> list[str]:
         raise ValueError(f"Liger Llama 커널은 Llama 계열 전용입니다 (model_type={base.config.model_type})")
     if not hasattr(base.config, "pretraining_tp"):  # a Llama-only field that Liger's forward reads
         base.config.pretraining_tp = 1
-    apply_liger_kernel_to_llama(model=base, rope=True, rms_norm=True, swiglu=True,
+    apply_liger_kernel_to_llama(model=base, rope=layer_kernels, rms_norm=layer_kernels, swiglu=layer_kernels,
                                 fused_linear_cross_entropy=True, cross_entropy=False)
-    base._workshop_liger = True
-    return list(LIGER_KERNELS)
+    kernels = list(LIGER_KERNELS) if layer_kernels else LIGER_KERNELS[-1:]
+    base._workshop_liger = tuple(kernels)
+    return kernels

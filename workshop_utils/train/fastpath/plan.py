@@ -9,10 +9,12 @@ import torch
 
 from ...data.prompts import IGNORE_INDEX
 from ...model.attention import VARLEN_ATTENTION, flex_attention_compiles, varlen_attention_works
+from ...model.attention_kernels import EFFICIENT_VARLEN_ATTENTION, efficient_varlen_works
 from ...model.shape import Shape
 from ...runtime.distributed import dist_info
 from ..collators import PAD_MULTIPLE
 from ..memory import estimate, vocab_gib
+from .compile import compile_choice
 from .kernels import liger_available
 
 SIXTEEN_GB_BUDGET_GIB = 8.0  # 16gb mode: planned peak allocated on a T4-class card
@@ -34,6 +36,8 @@ class FastPlan:
     upcast_non_4bit: bool = True
     offload_vocab: bool = False
     pad_to_multiple_of: int = 1
+    compile_layers: bool = False  # decoder layers through torch.compile (fastpath/compile.py)
+    compile_keep_liger: bool = False  # Liger's rope/RMSNorm/SwiGLU inside the compiled layers
     budget_gib: float | None = None
     estimate_gib: float | None = None
     reasons: dict = field(default_factory=dict)
@@ -52,7 +56,7 @@ class FastPlan:
         out = [f"[fast] 고속 경로 mode={self.mode}: padding_free={self.padding_free}, liger={self.liger}, "
                f"attention={self.attention}, checkpointing={self.checkpointing}, "
                f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}, "
-               f"offload_vocab={self.offload_vocab}"]
+               f"offload_vocab={self.offload_vocab}, compile_layers={self.compile_layers}"]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
@@ -129,8 +133,9 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     The effective batch (micro-batch x accumulation, the seed's 4 x 4 = 16) is kept; the micro-batch
     and the number of checkpointed layers are chosen together: for each micro-batch the fewest
     checkpointed layers that fit the memory budget, then the pair with the lowest estimated step time
-    (`step_cost`). `kernels` = (Liger installed, varlen kernel runs) for planning another machine's
-    GPU (plan_table); by default this machine is probed.
+    (`step_cost`). `kernels` = (Liger installed, varlen flash kernel runs[, memory-efficient varlen
+    kernel runs]) for planning another machine's GPU (plan_table; Triton is then assumed installed);
+    by default this machine is probed.
     """
     t = cfg.train
     p90_tokens = p90_tokens or mean_tokens
@@ -146,11 +151,12 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     if mode not in ("budget", "16gb"):
         raise ValueError(f"train.memory_mode={mode!r}: auto | budget | 16gb")
     plan.mode = mode
-    r["mode"] = ("fp16 GPU(T4급): fp16 + sdpa + 전체 체크포인팅 + fused loss" if mode == "16gb"
+    r["mode"] = ("fp16 GPU(T4급): fp16 + compute capability 7.5 커널만 + 전체 체크포인팅 + fused loss"
+                 if mode == "16gb"
                  else "메모리 예산 안에서 가장 빠른 구성")
     plan.padding_free = bool(t.padding_free)
     r["padding_free"] = "패딩 없는 배치 (RAFT 길이 편차만큼 계산 절약)" if plan.padding_free else "설정에서 끔"
-    has_liger, has_varlen = kernels or (liger_available(), None)
+    has_liger, has_varlen = (kernels or (liger_available(), None))[:2]
     if t.liger_kernels and on_cuda and has_liger:
         plan.liger = True
         r["liger"] = "rope·RMSNorm·SwiGLU·fused linear CE (logits를 만들지 않음)"
@@ -160,9 +166,11 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     attn = cfg.model.attn_implementation
     if attn != "auto":
         plan.attention, r["attention"] = attn, "설정에서 지정"
-    elif mode == "16gb" or not plan.padding_free:
-        plan.attention = "sdpa"
-        r["attention"] = "16gb 모드: sdpa (T4는 flex_attention 미지원)" if mode == "16gb" else "패딩 배치: sdpa"
+    elif not plan.padding_free:
+        plan.attention, r["attention"] = "sdpa", "패딩 배치: sdpa"
+    elif mode == "16gb":
+        # only kernels that run on compute capability 7.5 (T4): the memory-efficient varlen kernel
+        plan.attention = EFFICIENT_VARLEN_ATTENTION
     else:
         # varlen flash attention where the kernel runs; flex_attention is opt-in
         # (model.attn_implementation="flex_attention", probed by flex_attention_compiles): with
@@ -173,9 +181,18 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         ok, why = (varlen_attention_works(device.dtype) if on_cuda and has_varlen is None else
                    (True, "CPU: 시퀀스별 sdpa (참조 구현)") if not on_cuda else
                    (has_varlen, "varlen flash attention" if has_varlen else "varlen 커널 없음 → sdpa"))
+        if not ok:  # no flash kernel: the memory-efficient varlen kernel where it runs, else sdpa
+            plan.attention = EFFICIENT_VARLEN_ATTENTION if attn == "auto" else "sdpa"
+        r["attention"] = why
+    if plan.attention == EFFICIENT_VARLEN_ATTENTION:
+        has_efficient = kernels[2] if kernels and len(kernels) > 2 else None
+        ok, why = (efficient_varlen_works(device.dtype) if on_cuda and has_efficient is None else
+                   (True, "CPU: 시퀀스별 sdpa (참조 구현)") if not on_cuda else
+                   (has_efficient, "memory-efficient varlen attention" if has_efficient else
+                    "memory-efficient varlen 커널 없음 → sdpa"))
         if not ok:
             plan.attention = "sdpa"
-        r["attention"] = why
+        r["attention"] = why if ok or "attention" not in r else f"{r['attention']}; {why}"
     if plan.attention == "flex_attention" and on_cuda:
         ok, why = flex_attention_compiles(device.dtype)
         if not ok:
@@ -184,6 +201,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     # a filler sequence only helps the compiled flex_attention (fewer distinct shapes); sdpa would
     # just compute it
     plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and plan.attention == "flex_attention") else 1
+    plan.compile_layers, plan.compile_keep_liger, r["compile"] = compile_choice(
+        t.compile_layers, on_cuda, dist_info().world_size, has_triton=True if kernels else None)
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
