@@ -21,12 +21,13 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/03_fine_tuning_with_lora.ipynb \
 	main-practice/04_evaluation_and_comparison.ipynb \
 	main-practice/05_custom_qlora.ipynb \
-	main-practice/06_raft_ablation.ipynb
+	main-practice/06_raft_ablation.ipynb \
+	main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb
 PYTEST_ARGS ?=
 
 comma := ,
 
-.PHONY: install run test test-unit test-notebooks test-gpu lint lock data strip clean badges bundle
+.PHONY: install run test test-unit test-notebooks test-gpu reference lint lock data strip clean badges bundle
 
 # On a CUDA machine the venv sees the system's packages, so an installed CUDA torch is kept.
 $(PY):
@@ -55,9 +56,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/workshop run
 
+# Notebooks run with WORKSHOP_SOLUTIONS=1: each exercise's check uses the answer key where the blank is still blank
+# (and says so), and a failing check fails the test, so every exercise is proven solvable.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
+	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -67,7 +70,17 @@ test-unit: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	HF_HUB_OFFLINE=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
+	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest $(NOTEBOOKS) --nbval-lax --current-env
+
+# Reference outputs for instructors (docs/instructor.md): every notebook executed, exercises answered by the key,
+# written to build/reference/ as executed notebooks and HTML; the committed notebooks are not touched. Size:
+# "workshop" on a GPU, "smoke" on a CPU; `make reference WORKSHOP_SIZE=tiny` is the quick look (CI's size).
+reference: $(STAMP)
+	@mkdir -p build/reference
+	WORKSHOP_SOLUTIONS=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	  --output-dir build/reference $(NOTEBOOKS)
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir build/reference $(addprefix build/reference/,$(notdir $(NOTEBOOKS)))
+	@echo "[reference] build/reference/*.html ($(words $(NOTEBOOKS)) notebooks)"
 
 # On a CUDA GPU, two passes at the workshop size (the real schedule, not the CI's tiny one):
 #   1. every notebook with GPU_MODEL (default: the offline model, real weights and metrics; an instructor with
@@ -83,9 +96,9 @@ test-gpu: $(STAMP)
 	@$(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || \
 	  { echo "CUDA GPU가 보이지 않습니다: make test-gpu는 GPU 머신에서 실행합니다 (CPU에서는 make test)" >&2; exit 1; }
 	@mkdir -p build/test-gpu
-	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=$(GPU_MODEL) $(GPU_PYTEST) $(NOTEBOOKS) \
+	WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=$(GPU_MODEL) $(GPU_PYTEST) $(NOTEBOOKS) \
 	  --junitxml=build/test-gpu/notebooks.xml --save-executed build/test-gpu/executed $(PYTEST_ARGS); rc1=$$?; \
-	WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=random:exaone $(GPU_PYTEST) \
+	WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-workshop} WORKSHOP_MODEL=random:exaone $(GPU_PYTEST) \
 	  prerequisites/00.01-prerequisites.ipynb main-practice/03_fine_tuning_with_lora.ipynb \
 	  --junitxml=build/test-gpu/exaone-shape.xml --save-executed build/test-gpu/executed-exaone-shape $(PYTEST_ARGS); \
 	rc2=$$?; $(PY) scripts/notebook_times.py build/test-gpu/notebooks.xml build/test-gpu/exaone-shape.xml; \

@@ -205,3 +205,15 @@ def test_cli_prepare_exit_codes(tmp_path, root, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["prepare", "--raw", str(empty), "--out", str(tmp_path / "o3")]) == 1
+
+
+def test_cli_prepare_finds_project_relative_raw_paths_from_another_folder(tmp_path, root, monkeypatch, capsys):
+    """Notebook 01 calls the CLI from main-practice/ with the config's data/raw (as the data loader resolves it)."""
+    from workshop_utils.cli import main
+
+    monkeypatch.chdir(root / "main-practice")
+    assert main(["prepare", "--raw", "data/dirty/dirty_export.jsonl", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "rejects.jsonl").is_file()
+    capsys.readouterr()
+    assert main(["prepare", "--raw", "data/nowhere.jsonl", "--out", str(tmp_path / "o2")]) == 2
+    assert "경로가 없습니다" in capsys.readouterr().err

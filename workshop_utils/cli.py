@@ -17,6 +17,7 @@ from pathlib import Path
 from . import bench
 from .config import SECTIONS, SIZES, ConfigError, WorkshopConfig, load_config
 from .runtime.errors import WorkshopError
+from .runtime.paths import project_root
 
 SHORTCUTS = {"size": "size", "model": "model.model_id", "max_steps": "train.max_steps", "build_dir": "build_dir",
              "data": "data_dir", "report_to": "train.report_to"}
@@ -68,7 +69,11 @@ def config_from_args(args: argparse.Namespace) -> WorkshopConfig:
 
 
 def _check_dir(path: str, what: str) -> Path:
+    """The path as given (from the working folder) or, like the data loader does, from the project root: the
+    notebooks call the CLI from main-practice/ with the config's project-relative paths such as data/raw."""
     p = Path(path).expanduser()
+    if not p.exists() and not p.is_absolute() and (project_root() / p).exists():
+        p = project_root() / p
     if not p.exists():
         raise WorkshopError(f"{what} 경로가 없습니다 (no such path): {p}")
     return p

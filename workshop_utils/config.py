@@ -13,7 +13,8 @@ This module is the only reader of the WORKSHOP_* environment variables:
   WORKSHOP_SIZE, WORKSHOP_MODEL, WORKSHOP_BUILD_DIR, WORKSHOP_MAX_STEPS, WORKSHOP_EMBEDDING ('none' skips
   cosine), WORKSHOP_CACHE (converted models), WORKSHOP_TOKENIZER (for random-weight models),
   WORKSHOP_GPU_MODE (train.memory_mode), WORKSHOP_MEMORY_BUDGET_GIB (train.memory_budget_gib: e.g. 8 so that
-  several people share one card, docs/server.md), and the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace).
+  several people share one card, docs/server.md), the process-wide WORKSHOP_KO_TOKENIZER (mecab | whitespace), and
+  WORKSHOP_SOLUTIONS (1: the notebooks' exercise checks use the answer key for blanks; CI and `make reference`).
 When the checkout belongs to someone else or is read-only (one checkout for a class), build_dir defaults to
 ~/qlora-raft-workshop/build.
 """
@@ -141,6 +142,8 @@ class TrainSettings(_Section):
         ["tensorboard"])
     tracking_project: str = _help("trackio 프로젝트 이름: 로컬 대시보드에서 실행들을 묶는 단위", "qlora-raft-workshop")
     early_stopping_patience: int = _help("검증 loss가 개선되지 않으면 멈출 평가 횟수 (0이면 끔)", 0)
+    early_stopping_threshold: float = _help(
+        "early stopping: 검증 loss가 이 값(절대값)보다 많이 내려가야 개선으로 봄. 0이면 조금이라도 내려가면 개선", 0.0)
     eval_max_examples: int = _help("학습 중 검증 loss에 쓸 검증 예제 수 (0이면 전부)", 0)
     completion_only_logits: bool = _help(
         "답변 위치의 logits만 계산 (프롬프트 위치의 lm_head 계산 생략, 손실은 동일)", True)
@@ -382,6 +385,15 @@ def ko_tokenizer_mode() -> str:
     mode = environment().get("WORKSHOP_KO_TOKENIZER", "mecab")
     _check(mode in KO_TOKENIZERS, "WORKSHOP_KO_TOKENIZER", mode, ", ".join(KO_TOKENIZERS))
     return mode
+
+
+def solutions_mode() -> bool:
+    """WORKSHOP_SOLUTIONS=1: each exercise check in the notebooks fills a blank left by the participant with the
+    answer key (and prints that it did) and stops the notebook on a wrong answer. CI and `make reference` set it,
+    so every exercise is proven solvable; a participant's run leaves blanks blank (the check only says so)."""
+    value = environment().get("WORKSHOP_SOLUTIONS", "0").strip().lower()
+    _check(value in ("0", "1", "true", "false", "yes", "no", "on", "off"), "WORKSHOP_SOLUTIONS", value, "1 또는 0")
+    return value in ("1", "true", "yes", "on")
 
 
 def default_cache_dir() -> str:

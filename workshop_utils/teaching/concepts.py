@@ -1,13 +1,33 @@
-"""00-concepts: LoRA arithmetic, 4-bit quantization and memory tables, runnable and CPU-cheap."""
+"""00-concepts: why fine-tune (the opening before/after demo), LoRA arithmetic, 4-bit quantization and memory
+tables, runnable and CPU-cheap."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import torch
 
+from ..data.quality.grounding import golden_document, groundedness
+from ..data.raft import final_answer
+from ..evaluate.generation import answer_examples
 from ..model.shape import Shape
 from ..runtime.device import GIB
 from ..train.memory import estimate, nf4_bytes_per_param
+
+
+def before_after(model, tokenizer, examples: list[dict], max_new_tokens: int) -> "list[dict]":
+    """The opening demo: company questions, with their documents as in training, answered by the base model
+    (adapter off) and by the tuned one (adapter on) of ONE loaded model, next to the reference answer and the
+    share of each answer's content words that the golden document contains (groundedness)."""
+    base = answer_examples(model, tokenizer, examples, max_new_tokens, base=True, progress=False).texts
+    tuned = answer_examples(model, tokenizer, examples, max_new_tokens, base=False, progress=False).texts
+    rows = []
+    for ex, b, t in zip(examples, base, tuned):
+        doc = golden_document(ex)
+        rows.append({"질문": ex["question"], "참조 답변": ex.get("reference_answer", ex["answer"]),
+                     "원본 모델 (before)": b, "파인튜닝 후 (after)": t,
+                     "문서 근거 (before)": groundedness(final_answer(b), doc)["overlap"],
+                     "문서 근거 (after)": groundedness(final_answer(t), doc)["overlap"]})
+    return rows
 
 
 def lora_param_counts(d: int, k: int, r: int) -> dict:

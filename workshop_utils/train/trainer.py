@@ -283,7 +283,8 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     diagnoses = diagnoses if diagnoses is not None else DiagnosisLog()
     cbs = [NaNLossCallback(diagnoses), FlatLossCallback(diagnoses), OverfitCallback(diagnoses)]
     if cfg.train.early_stopping_patience and eval_ds is not None:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience,
+                                         early_stopping_threshold=cfg.train.early_stopping_threshold))
     cbs += callbacks or []
     args = training_arguments(cfg, device, **arg_overrides)
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
