@@ -189,3 +189,13 @@ def test_ablation_trains_three_adapters_and_fills_every_cell(tiny_cfg, tmp_path)
     assert loaded.rows == res.rows and loaded.meta["status"] == "done"
     assert (tmp_path / "ablation" / "ablation.png").stat().st_size > 0
     assert "RAG top-5" in (tmp_path / "ablation" / "ablation.md").read_text(encoding="utf-8")
+
+
+def test_notebook_config_uses_the_offline_model_unless_one_is_named(monkeypatch):
+    from workshop_utils.ablation import ablation_config
+
+    monkeypatch.delenv("WORKSHOP_MODEL", raising=False)
+    assert ablation_config().model.model_id == "offline"
+    assert ablation_config(**{"model.model_id": "random:exaone"}).model.model_id == "random:exaone"
+    monkeypatch.setenv("WORKSHOP_MODEL", "random:exaone")
+    assert ablation_config().model.model_id == "random:exaone"

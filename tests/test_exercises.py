@@ -198,3 +198,20 @@ def test_every_notebook_has_exercises(root):
     listed = re.findall(r"(\S+\.ipynb)", make)
     assert set(listed) <= NOTEBOOK_OF, f"notebooks without exercises: {set(listed) - NOTEBOOK_OF}"
     assert sum(e.notebook.startswith("prerequisites/00.01") for e in EXERCISES.values()) == 1
+
+
+def test_seed_verdict_follows_the_ablations_rule():
+    """06-2's answer key is the rule notebook 06 prints its verdict with (ablation.Comparison)."""
+    import statistics
+
+    from workshop_utils.ablation import Comparison
+
+    for setting, (a, b) in exercises.SEED_SCORES.items():
+        c = Comparison(setting, statistics.fmean(a), statistics.stdev(a), statistics.fmean(b), statistics.stdev(b), 3)
+        assert exercises.seed_outcome(a, b)[0] == c.outcome == EXERCISES["06-2"].key()[setting]
+    assert {exercises.seed_outcome(a, b)[0] for a, b in exercises.SEED_SCORES.values()} == set(exercises.OUTCOMES)
+
+
+def test_ablation_run_count_names_the_mistake():
+    assert any("시드" in p for p in evaluate("06-1", 3).problems)
+    assert any("원본" in p for p in evaluate("06-1", 12).problems)

@@ -1,6 +1,7 @@
 """The one-at-a-time sweep: what it trains, what it keeps fixed, and reusing the baseline run."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -41,7 +42,7 @@ def test_sweep_changes_only_the_swept_parameter(tmp_path, fake_training):
     res = sweep("lora.r", [4, 8], cfg, SPLITS, evaluate=False, log_experiments=False, verbose=False)
     assert [(c.lora.r, c.lora.lora_alpha) for c in fake_training] == [(4, 8), (8, 16)]  # alpha = 2r kept
     assert all(c.train.learning_rate == cfg.train.learning_rate for c in fake_training)
-    assert [c.run_dir.name for c in fake_training] == ["sweep-lora-r-4", "sweep-lora-r-8"]
+    assert [Path(c.train.output_dir).name for c in fake_training] == ["sweep-lora-r-4", "sweep-lora-r-8"]
     assert list(res.table()["lora.r"]) == [4, 8] and res.best()["lora.r"] == 4
     assert res.rows[1]["best_eval_loss"] == 0.38 and res.rows[1]["eval_loss"] == 0.38
     assert cfg.lora.r == 16  # the caller's config is untouched

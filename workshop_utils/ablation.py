@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DataSettings, WorkshopConfig
+from .config import DataSettings, WorkshopConfig, environment, load_config
 from .data.prepare import prepare
 from .data.raft import final_answer, to_raft
 from .data.split import doc_key
@@ -515,6 +515,13 @@ def release_adapter(peft_model, cfg: WorkshopConfig, reuse: bool):
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return load_model(cfg.model, verbose=False).model
+
+
+def ablation_config(**overrides) -> WorkshopConfig:
+    """Notebook 06's settings: the offline model unless WORKSHOP_MODEL (or an override) names another. The plan
+    trains every format for every seed (9 trainings on a GPU): with EXAONE-7.8B that is hours, not a class."""
+    model = {} if "WORKSHOP_MODEL" in environment() or "model.model_id" in overrides else {"model.model_id": "offline"}
+    return load_config(overrides={**model, **overrides})
 
 
 def run_ablation(cfg: WorkshopConfig, plan: AblationPlan | None = None, out_dir: str | Path | None = None,

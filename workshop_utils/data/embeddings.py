@@ -33,6 +33,16 @@ def resolve_embedding_model(name: str = "auto") -> tuple[str, str, str | None]:
     return name, name, None
 
 
+def embeddings_enabled(model: str | None) -> bool:
+    """False, with one Korean line saying so, when embeddings are switched off (eval.embedding_model None:
+    WORKSHOP_EMBEDDING=none, e.g. a server without the packaged model); the notebooks skip their cosine cells."""
+    if model is None:
+        print("임베딩 모델이 꺼져 있어(WORKSHOP_EMBEDDING=none) 이 셀의 코사인 계산은 건너뜁니다. "
+              "켜려면 WORKSHOP_EMBEDDING을 지우고(기본 auto) 커널을 다시 시작하세요.")
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=2)
 def _embedder(path: str):
     from sentence_transformers import SentenceTransformer

@@ -42,7 +42,8 @@ class PreparedDataError(WorkshopError):
 
 
 class NothingKeptError(PreparedDataError):
-    """Every raw record was rejected: nothing to prepare (the counts per reason are in `by_reason`)."""
+    """Nothing to prepare: every raw record was rejected (the counts per reason are in `by_reason`) or the raw
+    folder held no readable record (`by_reason` empty). `workshop prepare` exits 1, a data problem, not a usage one."""
 
     def __init__(self, message: str, by_reason: dict):
         super().__init__(message)
@@ -79,7 +80,7 @@ def prepare(raw_paths: Sequence[str | Path], out_dir: str | Path, settings: Data
     out = Path(out_dir)
     raw, files = load_raw(raw_paths)
     if not raw:
-        raise PreparedDataError(f"읽을 수 있는 레코드가 없습니다 (nothing could be read): {list(map(str, raw_paths))}")
+        raise NothingKeptError(f"읽을 수 있는 레코드가 없습니다 (nothing could be read): {list(map(str, raw_paths))}", {})
     sources = sorted(f.resolved for f in files)
     check_replaceable(out, sources, overwrite)
     if mapping:

@@ -109,7 +109,7 @@ def generation_speed(settings: ModelSettings, batch_sizes: tuple[int, ...] = (1,
     for four_bit in (True, False):
         loaded = load_model(dataclasses.replace(settings, load_in_4bit=four_bit), verbose=False)
         model, tok = loaded.model, loaded.tokenizer
-        label = "NF4 4비트" if four_bit else f"16비트 ({str(loaded.device.dtype)[6:]})"
+        label = "NF4 4비트" if four_bit else f"양자화 없음 ({str(loaded.device.dtype)[6:]})"
         for b in batch_sizes:
             generate(model, tok, [prompt] * b, max_new_tokens=2, batch_size=b, progress=False)  # warm-up
             if loaded.device.device == "cuda":

@@ -882,3 +882,67 @@ def _check_strategy(answer: Any) -> Feedback:
         elif got != want:
             problems.append(f"{case}: {want}입니다. {why}")
     return Feedback(problems)
+
+
+# --- 06 appendix: the RAFT ablation --------------------------------------------------------------------------
+@_exercise("06-1", "main-practice/06_raft_ablation.ipynb", "실험 한 번의 비용",
+           solution=9, solution_code="my_runs = 9   # 형식 3개 x 시드 3개 (원본 모델은 학습하지 않고 평가만)",
+           explanation="학습은 형식마다, 시드마다 한 번씩입니다: 3 × 3 = 9. 원본 모델은 학습하지 않고 한 번 평가만 합니다. "
+                       "시드를 하나 늘리면 학습이 형식 수만큼(3번) 늘어나므로, GPU 시간은 시드 수에 비례합니다.",
+           hint="(a)(b)(c) 세 형식이 시드 0, 1, 2마다 각각 새 어댑터를 학습합니다. 원본 모델도 학습하나요?",
+           wrong=3)
+def _check_ablation_runs(answer: Any) -> Feedback:
+    value, problems = _number(answer, "my_runs")
+    if problems:
+        return Feedback(problems)
+    if value == 3:
+        return Feedback(["3은 형식 수입니다: 시드마다 세 형식을 다시 학습합니다 (시드 3개)"])
+    if value == 12:
+        return Feedback(["12는 원본 모델까지 센 값입니다: 원본 모델은 학습하지 않고 평가만 합니다"])
+    if value != 9:
+        return Feedback([f"{value}: 형식 수 × 시드 수를 세어 보세요"])
+    return Feedback()
+
+
+# Per-seed ROUGE-L of (a) golden-only and (b) RAFT in three RAG settings (illustrative numbers, not a measurement)
+SEED_SCORES = {"RAG top-1": ((0.30, 0.34, 0.32), (0.37, 0.31, 0.41)),
+               "RAG top-3": ((0.22, 0.24, 0.23), (0.33, 0.35, 0.34)),
+               "RAG top-5": ((0.25, 0.21, 0.23), (0.17, 0.18, 0.16))}
+OUTCOMES = ("higher", "within", "lower")
+
+
+def seed_outcome(a: tuple, b: tuple) -> tuple[str, float, float]:
+    """(outcome, mean difference b - a, spread = sum of the sample standard deviations): the ablation's rule
+    (ablation.Comparison.outcome; tests/test_exercises.py checks that the two agree)."""
+    import statistics
+
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    spread = statistics.stdev(a) + statistics.stdev(b)
+    outcome = "within" if abs(diff) <= spread else ("higher" if diff > 0 else "lower")
+    return outcome, diff, spread
+
+
+@_exercise("06-2", "main-practice/06_raft_ablation.ipynb", "시드 편차로 판정하기",
+           solution={setting: seed_outcome(a, b)[0] for setting, (a, b) in SEED_SCORES.items()},
+           solution_code="""
+               my_verdict = {"RAG top-1": "within", "RAG top-3": "higher", "RAG top-5": "lower"}""",
+           explanation="top-1은 (b)의 평균이 더 높지만 차이(+0.043)가 두 표준편차의 합(0.070)보다 작아 이 세 시드로는 구별할 수 "
+                       "없습니다. top-3은 차이(+0.110)가 편차(0.020)보다 훨씬 커서 (b)가 높고, top-5는 (b)가 낮습니다(-0.060, 편차 0.030).",
+           hint="설정마다 평균 차이 (b) - (a)와 시드 간 표준편차의 합을 계산해 비교하세요 (statistics.fmean, statistics.stdev).",
+           wrong={"RAG top-1": "higher", "RAG top-3": "higher", "RAG top-5": "lower"})
+def _check_seed_verdict(answer: Any) -> Feedback:
+    if not isinstance(answer, dict):
+        return Feedback(['{"RAG top-1": "higher" | "within" | "lower", ...} 사전으로 답하세요'])
+    problems = []
+    for setting, (a, b) in SEED_SCORES.items():
+        want, diff, spread = seed_outcome(a, b)
+        got = str(answer.get(setting, "")).strip().lower()
+        if setting not in answer:
+            problems.append(f"'{setting}' 항목이 없습니다 (키 이름을 바꾸지 마세요)")
+        elif got not in OUTCOMES:
+            problems.append(f"{setting}: 'higher', 'within', 'lower' 중 하나로 답하세요 (지금 {answer[setting]!r})")
+        elif got != want:
+            why = ("평균만 보면 (b)가 높지만 차이가 편차 안입니다" if want == "within"
+                   else "차이가 편차보다 큽니다")
+            problems.append(f"{setting}: {want}입니다. 차이 {diff:+.3f}, 편차 합 {spread:.3f}: {why}")
+    return Feedback(problems)

@@ -146,6 +146,18 @@ class MemoryCheck:
                 f"({self.peak_gib / self.plan_gib:.0%}): {verdict}")
 
 
+def frozen_weight_gib(model) -> dict[str, float]:
+    """GiB of the frozen weights that are not 4-bit (embeddings, lm_head, norms), by dtype: peft's
+    prepare_model_for_kbit_training upcasts them to float32 (EXAONE-7.8B: ~1.6 GiB more); the fast path casts
+    them back to the compute dtype. Notebook 03 shows which one a run trained with."""
+    sizes: dict[str, float] = {}
+    for p in model.parameters():
+        if not p.requires_grad and p.__class__.__name__ != "Params4bit":
+            name = str(p.dtype).removeprefix("torch.")
+            sizes[name] = sizes.get(name, 0.0) + p.numel() * p.element_size() / 1024**3
+    return {k: round(v, 3) for k, v in sorted(sizes.items())}
+
+
 def memory_check(result, tolerance: float = 0.10) -> MemoryCheck:
     """The check for a TrainResult (peak_gib, plan_gib)."""
     return MemoryCheck(result.peak_gib, result.plan_gib, tolerance)
