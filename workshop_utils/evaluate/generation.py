@@ -15,6 +15,7 @@ import torch
 
 from ..config import ModelSettings
 from ..data.prompts import render_prompt, stop_token_ids
+from ..model.cpu4bit import dequantized_4bit_weights
 from ..model.load import load_model
 
 
@@ -47,9 +48,12 @@ def _device(model) -> torch.device:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, batch_size: int = 8,
-             progress: bool = True, desc: str = "generate", do_sample: bool = False,
+             progress: bool = True, desc: str = "generate", do_sample: bool = False, dequantize_once: bool = True,
              **gen_kwargs) -> GenerationResult:
-    """Generate for many prompts in batches (left padding, greedy by default)."""
+    """Generate for many prompts in batches (left padding, greedy by default).
+
+    `dequantize_once`: on CPU, 4-bit weights are dequantized once for the call rather than at every new token
+    (model.cpu4bit.dequantized_4bit_weights: same outputs); False measures bitsandbytes' own path."""
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
@@ -64,23 +68,24 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, ba
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     t0 = time.perf_counter()
     try:
-        bar = tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False)
-        for start in bar:
-            idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(dev)
-            gc = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops,
-                                  pad_token_id=tokenizer.pad_token_id, use_cache=True, **gen_kwargs)
-            out = model.generate(**enc, generation_config=gc)
-            new = out[:, enc["input_ids"].shape[1]:]
-            for row, i in zip(new, idx):
-                ids = row.tolist()
-                cut = next((j for j, t in enumerate(ids) if t in stops), None)
-                stopped[i] = cut is not None
-                ids = ids[:cut] if cut is not None else ids
-                counts[i] = len(ids) + (1 if cut is not None else 0)
-                # a byte-level tokenizer can stop mid-character at max_new_tokens: drop the partial byte
-                texts[i] = tokenizer.decode(ids, skip_special_tokens=True).strip().rstrip("\ufffd")
+        with dequantized_4bit_weights(model, enabled=dequantize_once):  # CPU: once, not per new token
+            bar = tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False)
+            for start in bar:
+                idx = order[start:start + batch_size]
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(dev)
+                gc = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=stops,
+                                      pad_token_id=tokenizer.pad_token_id, use_cache=True, **gen_kwargs)
+                out = model.generate(**enc, generation_config=gc)
+                new = out[:, enc["input_ids"].shape[1]:]
+                for row, i in zip(new, idx):
+                    ids = row.tolist()
+                    cut = next((j for j, t in enumerate(ids) if t in stops), None)
+                    stopped[i] = cut is not None
+                    ids = ids[:cut] if cut is not None else ids
+                    counts[i] = len(ids) + (1 if cut is not None else 0)
+                    # a byte-level tokenizer can stop mid-character at max_new_tokens: drop the partial byte
+                    texts[i] = tokenizer.decode(ids, skip_special_tokens=True).strip().rstrip("\ufffd")
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)
@@ -111,11 +116,12 @@ def generation_speed(settings: ModelSettings, batch_sizes: tuple[int, ...] = (1,
         model, tok = loaded.model, loaded.tokenizer
         label = "NF4 4비트" if four_bit else f"양자화 없음 ({str(loaded.device.dtype)[6:]})"
         for b in batch_sizes:
-            generate(model, tok, [prompt] * b, max_new_tokens=2, batch_size=b, progress=False)  # warm-up
+            generate(model, tok, [prompt] * b, max_new_tokens=2, batch_size=b, progress=False,
+                     dequantize_once=False)  # warm-up
             if loaded.device.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             out = generate(model, tok, [prompt] * b, max_new_tokens=new_tokens, batch_size=b, progress=False,
-                           min_new_tokens=new_tokens)
+                           min_new_tokens=new_tokens, dequantize_once=False)  # bitsandbytes' own 4-bit path
             rows.append({"가중치": label, "배치": b, "새 토큰/초": round(out.tokens_per_second, 1),
                          "장치": loaded.device.device,
                          "GPU 최대 메모리 GiB": round(torch.cuda.max_memory_allocated() / 1024**3, 2)

@@ -2,6 +2,8 @@
 gradients are wrong. Models loaded here have repacking switched off; training refuses a repacked model."""
 from __future__ import annotations
 
+import contextlib
+
 
 # --- the CPU 4-bit hazard --------------------------------------------------------------------------------
 def _linear4bit_modules(model):
@@ -49,3 +51,54 @@ def assert_trainable_4bit(model) -> None:
             "이대로 학습하면 LoRA 그래디언트가 틀립니다 (bitsandbytes CPU repacking after an eval-mode "
             "forward). workshop_utils.models.load_model()로 다시 로드하세요: 이 함수로 로드한 모델은 "
             "재배치가 꺼져 있어 추론 후에도 안전하게 학습할 수 있습니다.")
+
+
+# --- CPU speed: dequantize each frozen 4-bit weight once ----------------------------------------------------
+CACHE_MAX_GIB = 2.0  # the offline model's dequantized Linear weights: ~0.4 GiB in float32
+
+
+@contextlib.contextmanager
+def dequantized_4bit_weights(model, max_gib: float = CACHE_MAX_GIB, enabled: bool = True):
+    """On CPU, each Linear4bit computes with its weight dequantized once instead of at every call.
+
+    bitsandbytes' CPU path (the "default" backend) dequantizes the whole NF4 weight on every forward and again in
+    every backward, then calls an ordinary linear: in generation that is once per new token per layer, most of
+    the time. The base weights are frozen, so the dequantized matrix never changes; this computes the same
+    `linear(x, dequantize_4bit(W))` (the same NF4 values, bit-identical outputs and gradients, tested) with the
+    matrix computed once. GPU modules, and models whose dequantized weights would exceed `max_gib`, are left as
+    they are (as is everything with `enabled=False`). The original forwards come back on exit.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    mods = [m for m in (_linear4bit_modules(model) if enabled else [])
+            if m.weight.device.type == "cpu" and getattr(m.weight, "quant_state", None) is not None
+            and not getattr(m.weight.quant_state, "packing_format_for_cpu", False)]
+    size = sum(m.weight.quant_state.shape.numel() * torch.finfo(_compute_dtype(m)).bits // 8 for m in mods) / 1024**3
+    if not mods or size > max_gib:
+        yield 0
+        return
+    import bitsandbytes.functional as bnbf
+
+    for m in mods:
+        w = bnbf.dequantize_4bit(m.weight.data, m.weight.quant_state).to(_compute_dtype(m))
+
+        def forward(x, _m=m, _w=w):
+            inp_dtype = x.dtype
+            if _m.compute_dtype is not None:
+                x = x.to(_m.compute_dtype)
+            bias = None if _m.bias is None else _m.bias.to(x.dtype)
+            return F.linear(x, _w if _w.dtype == x.dtype else _w.to(x.dtype), bias).to(inp_dtype)
+
+        m.forward = forward
+    try:
+        yield len(mods)
+    finally:
+        for m in mods:
+            m.__dict__.pop("forward", None)
+
+
+def _compute_dtype(m):
+    import torch
+
+    return m.compute_dtype or m.weight.quant_state.dtype or torch.float32

@@ -24,7 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from ..config import WorkshopConfig
 from ..data.prompts import tokenize_dataset
 from ..model.attention import SEQUENCE_BOUNDARY_ATTENTIONS
-from ..model.cpu4bit import assert_trainable_4bit
+from ..model.cpu4bit import assert_trainable_4bit, dequantized_4bit_weights
 from ..model.lora import apply_lora, base_model, model_name, trainable_parameters
 from ..model.shape import Shape
 from ..runtime.device import GIB, DeviceChoice, choose_device
@@ -386,7 +386,7 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
-        with interrupt.installed():
+        with interrupt.installed(), dequantized_4bit_weights(model):  # CPU: each 4-bit weight dequantized once
             out = trainer.train(resume_from_checkpoint=ckpt)
     except torch.OutOfMemoryError as err:
         raise RuntimeError(oom_message(err, cfg.train.per_device_train_batch_size,

@@ -1,0 +1,61 @@
+"""CPU speed-up without changing numbers: 4-bit weights dequantized once give bit-identical logits, LoRA gradients
+and greedy generations to bitsandbytes' own path, and the original forwards come back afterwards."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workshop_utils.config import load_config
+from workshop_utils.model.cpu4bit import _linear4bit_modules, dequantized_4bit_weights
+
+
+@pytest.fixture(scope="module")
+def lora_model():
+    from workshop_utils.model.load import load_model
+    from workshop_utils.model.lora import apply_lora
+
+    cfg = load_config(size="tiny")
+    loaded = load_model(cfg.model, verbose=False)
+    model = apply_lora(loaded.model, cfg.lora)
+    return model, loaded.tokenizer
+
+
+def _logits_and_grads(model, ids):
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return out.logits.detach(), grads
+
+
+def test_training_step_is_bit_identical(lora_model):
+    model, tok = lora_model
+    model.train()
+    ids = tok(["누리온테크의 연차휴가는 입사 1년 후 15일입니다."] * 2, return_tensors="pt")["input_ids"]
+    torch.manual_seed(0)
+    ref_logits, ref_grads = _logits_and_grads(model, ids)
+    with dequantized_4bit_weights(model) as n:
+        assert n == len(_linear4bit_modules(model)) > 0
+        torch.manual_seed(0)
+        logits, grads = _logits_and_grads(model, ids)
+    assert torch.equal(logits, ref_logits)
+    assert grads.keys() == ref_grads.keys() and all(torch.equal(grads[k], ref_grads[k]) for k in grads)
+    assert all("forward" not in m.__dict__ for m in _linear4bit_modules(model))  # bitsandbytes' forward is back
+
+
+def test_generation_is_identical(lora_model):
+    from workshop_utils.evaluate.generation import generate
+
+    model, tok = lora_model
+    prompts = ["서울의 인구는?", "연차휴가는 며칠인가요? 문서를 보고 답하세요."]
+    fast = generate(model, tok, prompts, max_new_tokens=6, progress=False)
+    slow = generate(model, tok, prompts, max_new_tokens=6, progress=False, dequantize_once=False)
+    assert fast.texts == slow.texts and fast.new_tokens == slow.new_tokens
+
+
+def test_too_large_or_disabled_leaves_the_model_alone(lora_model):
+    model, _ = lora_model
+    with dequantized_4bit_weights(model, max_gib=1e-6) as n:
+        assert n == 0 and all("forward" not in m.__dict__ for m in _linear4bit_modules(model))
+    with dequantized_4bit_weights(model, enabled=False) as n:
+        assert n == 0
