@@ -236,3 +236,16 @@ def test_tuned_model_learns_to_stop(tmp_path, tokenizer):
     assert out.texts == [ex["answer"] for ex in short]
     base = answer_examples(model, tokenizer, short, max_new_tokens=12, batch_size=4, base=True, progress=False)
     assert base.texts != out.texts
+
+
+def test_a_model_stays_on_one_gpu_when_several_are_visible(monkeypatch):
+    """Not 'auto' on CUDA: with 2 GPUs visible it split the model and the fused loss failed (2 x H200)."""
+    import torch
+
+    from workshop_utils.model import load
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert load._default_device_map() == {"": 1}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load._default_device_map() == "auto"

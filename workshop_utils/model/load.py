@@ -120,9 +120,16 @@ def bnb_backend(model) -> str:
 
 
 def _default_device_map():
-    """One whole model per process: on GPU `local_rank` under accelerate/torchrun, else 'auto'."""
+    """One whole model per process, on one GPU: `local_rank` under accelerate/torchrun, else the current CUDA
+    device. ('auto' on a machine with several GPUs splits the layers across them: a slow pipeline whose last
+    layers sit on another GPU than the loss's indices, which failed every fast-path recipe on 2 x H200; several
+    GPUs are for DDP/FSDP, appendix A1.) Without CUDA: 'auto' (the CPU)."""
+    import torch
+
     info = dist_info()
-    return {"": info.local_rank} if info.launched else "auto"
+    if info.launched:
+        return {"": info.local_rank}
+    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else "auto"
 
 
 def pick_attention(setting: str, device: DeviceChoice) -> str | None:
