@@ -68,6 +68,15 @@ def choose_device(compute_dtype: str = "auto") -> DeviceChoice:
                         "CUDA 없음, CPU에 bf16 명령어가 없어 bf16이 에뮬레이션됨 (약 15배 느림): fp32 사용")
 
 
+def cuda_available_gib() -> float | None:
+    """GPU memory this process can still use: free on the card plus what its own allocator holds (None without
+    CUDA). On a shared card other people's processes are not free memory (docs/server.md)."""
+    if not has_cuda():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return (free + torch.cuda.memory_reserved()) / GIB
+
+
 def system_ram_gib() -> float:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB

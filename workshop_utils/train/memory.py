@@ -37,6 +37,11 @@ def layer_activation_bytes_per_token(s: Shape, bytes_per_value: int = 2) -> floa
 # attention workspaces, bf16 and fp16 alike. With one process per recipe the estimates stay 0.5-1 GiB
 # above the measured peaks on small budgets.
 ACTIVATION_CALIBRATION = 0.84
+# Decoder layers compiled by torch.compile (the fast path's compile_layers, Liger's layer kernels replaced by
+# the compiler's fusions) kept more: on 2 x H200 (2026-11-30) the 8 GiB recipe peaked at 8.69 GiB, the offline
+# model under DDP at 18.8 GiB for a 16.2 GiB plan, and notebook 03's EXAONE-shape plan of 117 GiB ran out of the
+# 140 GiB card: 1.2-1.3x the eager calibration on the activation terms.
+ACTIVATION_CALIBRATION_COMPILED = 1.1
 FIXED_OVERHEAD_GIB = 0.3
 FUSED_LOSS_BUFFER = 256 * 1024**2  # Liger's fused linear cross-entropy works in chunks of logits
 
@@ -50,7 +55,7 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
              quant: str = "nf4", double_quant: bool = True, checkpoint_layers: int = 0, fused_loss: bool = False,
              logit_tokens: int | None = None, upcast_embeddings: bool = True, offload_vocab: bool = False,
              optimizer: str = "paged_adamw_8bit", gpus: int = 1, strategy: str = "ddp",
-             bytes_per_value: int = 2) -> dict[str, float]:
+             bytes_per_value: int = 2, compiled: bool = False) -> dict[str, float]:
     """Estimated peak GiB of one training step, per component and "total" (the one estimator: the notebooks'
     tables, the fast path's planner and the per-GPU figures of DDP/FSDP all use it).
 
@@ -59,7 +64,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
     (default all `tokens`; completion-only: the answer tokens); `upcast_embeddings`: peft's fp32 copy of the
     embedding and lm_head; `offload_vocab`: both tables in CPU memory (the lm_head visits the GPU at the end of
     each forward); `gpus`/`strategy`: per GPU under DDP (a full copy each) or FSDP (weights and LoRA state
-    sharded, one layer gathered at a time).
+    sharded, one layer gathered at a time); `compiled`: decoder layers through torch.compile (more activations
+    kept than Liger's eager kernels, ACTIVATION_CALIBRATION_COMPILED).
     """
     lin, emb = s.linear_params(), s.embedding_params()
     if quant == "nf4":
@@ -68,7 +74,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
         weights = (lin + emb) * bytes_per_value
     opt_bytes = 2 if "8bit" in optimizer else 8  # two Adam moments: 8-bit vs fp32
     lora = s.lora_params(r, list(targets)) * (4 + 4 + opt_bytes)  # fp32 weights + grads + optimizer state
-    full = layer_activation_bytes_per_token(s, bytes_per_value) * tokens * ACTIVATION_CALIBRATION
+    full = (layer_activation_bytes_per_token(s, bytes_per_value) * tokens
+            * (ACTIVATION_CALIBRATION_COMPILED if compiled else ACTIVATION_CALIBRATION))
     kept = s.hidden * bytes_per_value * tokens  # a checkpointed layer keeps only its input
     ck = min(max(checkpoint_layers, 0), s.layers)
     parts = {"weights": weights, "lora+grad+optim": lora, "activations": (s.layers - ck) * full + ck * kept,

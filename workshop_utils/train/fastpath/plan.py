@@ -11,6 +11,7 @@ from ...data.prompts import IGNORE_INDEX
 from ...model.attention import VARLEN_ATTENTION, flex_attention_compiles, varlen_attention_works
 from ...model.attention_kernels import EFFICIENT_VARLEN_ATTENTION, efficient_varlen_works
 from ...model.shape import Shape
+from ...runtime import device as runtime_device
 from ...runtime.distributed import dist_info
 from ..collators import PAD_MULTIPLE
 from ..memory import estimate, vocab_gib
@@ -210,6 +211,12 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         if mode == "16gb" and not t.memory_budget_gib and on_cuda:
             # a 16 GB card (15 GiB usable) also holds the CUDA context, allocator slack and evaluation
             budget_gib = min(budget_gib, SIXTEEN_GB_BUDGET_GIB)
+        available = runtime_device.cuda_available_gib() if on_cuda and not t.memory_budget_gib else None
+        if available is not None and available * 0.9 < budget_gib:
+            # other processes on this card (a shared server, another notebook): plan within what is left
+            budget_gib = available * 0.9
+            r["budget"] = (f"GPU에 다른 프로세스가 있어 남은 메모리({available:.1f} GiB)의 90%로 계획 "
+                           "(예산을 정하려면 WORKSHOP_MEMORY_BUDGET_GIB, docs/server.md)")
     plan.budget_gib = budget_gib
     fixed_ck = fixed_checkpoint_layers(t.gradient_checkpointing, shape.layers)
     if mode == "16gb" and fixed_ck is None:
@@ -220,7 +227,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     def est(m, ck, off=False):
         return estimate(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), cfg.lora.r,
                         tuple(cfg.lora.target_modules), checkpoint_layers=ck, fused_loss=plan.liger,
-                        logit_tokens=m * completion_tokens, upcast_embeddings=False, offload_vocab=off)["total"]
+                        logit_tokens=m * completion_tokens, upcast_embeddings=False, offload_vocab=off,
+                        compiled=plan.compile_layers and not plan.compile_keep_liger)["total"]
 
     best = None
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
