@@ -249,3 +249,19 @@ def test_a_model_stays_on_one_gpu_when_several_are_visible(monkeypatch):
     assert load._default_device_map() == {"": 1}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert load._default_device_map() == "auto"
+
+
+def test_one_process_trains_on_one_gpu_when_several_are_visible():
+    """HF Trainer would wrap the model in DataParallel and scale the loss by the GPU count (2 x H200: loss 24.70
+    for 12.36); one_gpu_per_process keeps n_gpu at 1 outside a launcher."""
+    from workshop_utils.config import load_config
+    from workshop_utils.runtime.device import choose_device
+    from workshop_utils.train.trainer import one_gpu_per_process, training_arguments
+
+    cfg = load_config(size="tiny")
+    args = training_arguments(cfg, choose_device("float32"))
+    _ = args.device
+    args._n_gpu = 2  # what TrainingArguments sets on a machine with two visible GPUs
+    assert args.n_gpu == 2
+    one_gpu_per_process(args)
+    assert args.n_gpu == 1

@@ -289,10 +289,21 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     args = training_arguments(cfg, device, **arg_overrides)
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           data_collator=collator, processing_class=tokenizer, callbacks=cbs)
+    one_gpu_per_process(trainer.args)
     if plan.enabled:
         trainer.fast_plan = plan
     trainable, total = trainable_parameters(model)
     return trainer, model, TrainerSetup(gc, gc_reason, trainable, total, diagnoses, plan, kernels)
+
+
+def one_gpu_per_process(args) -> None:
+    """Train on the one GPU the model was loaded on. With several GPUs visible and no launcher, HF Trainer would
+    take them all through torch.nn.DataParallel (n_gpu = device count) and the loss is scaled by n_gpu: on
+    2 x H200 every fast-path recipe logged twice the loss of the same step on one GPU (24.70 vs 12.36). Several
+    GPUs are for DDP/FSDP under `accelerate launch` (one process per GPU, appendix A1)."""
+    _ = args.device  # TrainingArguments counts the GPUs on first use; set after that
+    if not dist_info().launched and args._n_gpu > 1:
+        args._n_gpu = 1
 
 
 def choose_run(cfg: WorkshopConfig, identity: RunIdentity, resume: bool | str = "auto", name: str | None = None,
