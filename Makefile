@@ -60,8 +60,10 @@ run: $(STAMP)
 # (and says so), and a failing check fails the test, so every exercise is proven solvable.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	@mkdir -p build
 	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
-	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 $(PYTEST_ARGS)
+	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 --junitxml=build/test-results.xml $(PYTEST_ARGS); \
+	rc=$$?; $(PY) scripts/notebook_times.py build/test-results.xml || true; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
