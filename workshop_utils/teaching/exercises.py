@@ -183,6 +183,25 @@ def _number(answer: Any, what: str) -> tuple[float | None, list[str]]:
     return float(answer), []
 
 
+def _choices(answer: Any, cases: dict[str, tuple[str, str]], options: tuple[str, ...], ask: str,
+             wrong: Callable[[str, str, str, str], str]) -> Feedback:
+    """A {case: choice} answer: every case present, every choice one of `options` (any case), each the wanted one
+    (`cases`: case -> (wanted, why); `wrong(case, got, wanted, why)` words a wrong choice)."""
+    if not isinstance(answer, dict):
+        return Feedback([ask])
+    canon = {o.lower(): o for o in options}
+    problems = []
+    for case, (want, why) in cases.items():
+        got = canon.get(str(answer.get(case, "")).strip().lower())
+        if case not in answer:
+            problems.append(f"'{case}' 항목이 없습니다 (키 이름을 바꾸지 마세요)")
+        elif got is None:
+            problems.append(f"{case}: {answer[case]!r}는 보기({', '.join(options)})에 없습니다")
+        elif got != want:
+            problems.append(wrong(case, got, want, why))
+    return Feedback(problems)
+
+
 # --- 00.01 prerequisites -----------------------------------------------------------------------------------
 DTYPE_DEVICES = {
     "A100 (bf16 지원 GPU)": ("bfloat16", "bf16은 fp32와 지수 범위가 같아 loss scaling 없이 안정적이고 메모리는 절반입니다"),
@@ -710,19 +729,8 @@ METRIC_CHOICES = ("ROUGE", "BLEU", "EM/F1", "cosine")
            hint="슬라이드의 토론 질문 3과 그 힌트, 그리고 위의 5,000원 예를 떠올려 보세요.",
            wrong={task: "cosine" for task in METRIC_TASKS})
 def _check_metric_choice(answer: Any) -> Feedback:
-    if not isinstance(answer, dict):
-        return Feedback(["{작업: 지표} 사전으로 답하세요"])
-    problems = []
-    choices = {c.lower(): c for c in METRIC_CHOICES}
-    for task, (want, why) in METRIC_TASKS.items():
-        got = choices.get(str(answer.get(task, "")).strip().lower())
-        if task not in answer:
-            problems.append(f"'{task}' 항목이 없습니다 (키 이름을 바꾸지 마세요)")
-        elif got is None:
-            problems.append(f"{task}: {answer[task]!r}는 보기({', '.join(METRIC_CHOICES)})에 없습니다")
-        elif got != want:
-            problems.append(f"{task}: {got}보다 {want}가 맞습니다. {why}")
-    return Feedback(problems)
+    return _choices(answer, METRIC_TASKS, METRIC_CHOICES, "{작업: 지표} 사전으로 답하세요",
+                    lambda task, got, want, why: f"{task}: {got}보다 {want}가 맞습니다. {why}")
 
 
 # --- 05 custom data ----------------------------------------------------------------------------------------
@@ -870,18 +878,8 @@ STRATEGY_CASES = {"EXAONE-7.8B 4비트 (약 5 GiB), 24 GB GPU 2장": ("DDP", "4�
            hint="위 표의 GPU당 메모리와 측정값(DDP 1.96배, FSDP 1.29배)을 보세요.",
            wrong={case: "FSDP" for case in STRATEGY_CASES})
 def _check_strategy(answer: Any) -> Feedback:
-    if not isinstance(answer, dict):
-        return Feedback(["{상황: 'DDP' 또는 'FSDP'} 사전으로 답하세요"])
-    problems = []
-    for case, (want, why) in STRATEGY_CASES.items():
-        got = str(answer.get(case, "")).strip().upper()
-        if case not in answer:
-            problems.append(f"'{case}' 항목이 없습니다 (키 이름을 바꾸지 마세요)")
-        elif got not in ("DDP", "FSDP"):
-            problems.append(f"{case}: 'DDP' 또는 'FSDP'로 답하세요 (지금 {answer[case]!r})")
-        elif got != want:
-            problems.append(f"{case}: {want}입니다. {why}")
-    return Feedback(problems)
+    return _choices(answer, STRATEGY_CASES, ("DDP", "FSDP"), "{상황: 'DDP' 또는 'FSDP'} 사전으로 답하세요",
+                    lambda case, got, want, why: f"{case}: {want}입니다. {why}")
 
 
 # --- 06 appendix: the RAFT ablation --------------------------------------------------------------------------
@@ -931,18 +929,10 @@ def seed_outcome(a: tuple, b: tuple) -> tuple[str, float, float]:
            hint="설정마다 평균 차이 (b) - (a)와 시드 간 표준편차의 합을 계산해 비교하세요 (statistics.fmean, statistics.stdev).",
            wrong={"RAG top-1": "higher", "RAG top-3": "higher", "RAG top-5": "lower"})
 def _check_seed_verdict(answer: Any) -> Feedback:
-    if not isinstance(answer, dict):
-        return Feedback(['{"RAG top-1": "higher" | "within" | "lower", ...} 사전으로 답하세요'])
-    problems = []
+    cases = {}
     for setting, (a, b) in SEED_SCORES.items():
         want, diff, spread = seed_outcome(a, b)
-        got = str(answer.get(setting, "")).strip().lower()
-        if setting not in answer:
-            problems.append(f"'{setting}' 항목이 없습니다 (키 이름을 바꾸지 마세요)")
-        elif got not in OUTCOMES:
-            problems.append(f"{setting}: 'higher', 'within', 'lower' 중 하나로 답하세요 (지금 {answer[setting]!r})")
-        elif got != want:
-            why = ("평균만 보면 (b)가 높지만 차이가 편차 안입니다" if want == "within"
-                   else "차이가 편차보다 큽니다")
-            problems.append(f"{setting}: {want}입니다. 차이 {diff:+.3f}, 편차 합 {spread:.3f}: {why}")
-    return Feedback(problems)
+        why = "평균만 보면 (b)가 높지만 차이가 편차 안입니다" if want == "within" else "차이가 편차보다 큽니다"
+        cases[setting] = (want, f"차이 {diff:+.3f}, 편차 합 {spread:.3f}: {why}")
+    return _choices(answer, cases, OUTCOMES, '{"RAG top-1": "higher" | "within" | "lower", ...} 사전으로 답하세요',
+                    lambda setting, got, want, why: f"{setting}: {want}입니다. {why}")
