@@ -79,7 +79,7 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
     t = cfg.train
     on_gpu = device.device == "cuda"
     eval_on = t.eval_steps > 0
-    report = [r for r in t.report_to if (r != "wandb" or _wandb_ready()) and (r != "trackio" or _trackio_ready())]
+    report = [r for r in t.report_to if (r != "wandb" or _wandb_ready()) and (r != "trackio" or trackio_available())]
     kwargs = dict(
         output_dir=str(output_dir or cfg.runs_dir),
         num_train_epochs=t.num_train_epochs,
@@ -125,10 +125,6 @@ def training_arguments(cfg: WorkshopConfig, device: DeviceChoice | None = None, 
 
 def _wandb_ready() -> bool:
     return wandb_mode() != "disabled"
-
-
-def _trackio_ready() -> bool:
-    return trackio_available()
 
 
 def trackio_arguments(project: str, run_name: str) -> dict:
@@ -297,8 +293,8 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
 
 
 def one_gpu_per_process(args) -> None:
-    """Train on the one GPU the model was loaded on. With several GPUs visible and no launcher, HF Trainer would
-    take them all through torch.nn.DataParallel (n_gpu = device count) and the loss is scaled by n_gpu: on
+    """Train on the one GPU the model was loaded on. With several GPUs visible and no launcher, HF Trainer sets
+    n_gpu to the device count, scales the loss by it (and wraps models that are not 4-bit in DataParallel): on
     2 x H200 every fast-path recipe logged twice the loss of the same step on one GPU (24.70 vs 12.36). Several
     GPUs are for DDP/FSDP under `accelerate launch` (one process per GPU, appendix A1)."""
     _ = args.device  # TrainingArguments counts the GPUs on first use; set after that
