@@ -212,3 +212,30 @@ def test_server_guide_is_linked_from_readme_and_the_instructor_guide(root):
     assert "HF_HOME" in guide and "WORKSHOP_MEMORY_BUDGET_GIB=8" in guide
     assert "docs/server.md" in (root / "README.md").read_text(encoding="utf-8")
     assert "(server.md)" in (root / "docs" / "instructor.md").read_text(encoding="utf-8")
+
+
+def test_process_memory_splits_this_process_into_pytorch_and_the_rest():
+    ns = types.SimpleNamespace
+    """The EXAONE-shape OOM on the H200: NVML said this process held 139.7 GiB while PyTorch held 34.1 GiB."""
+    cuda = ns(is_available=lambda: True, mem_get_info=lambda d: (int(0.06 * GIB), int(139.8 * GIB)),
+              memory_allocated=lambda d: int(33.9 * GIB), memory_reserved=lambda d: int(34.1 * GIB))
+    mem = gpu_usage.process_memory(0, nvml=fake_nvml(139.8, 139.74, [(os.getpid(), 139.74)]), cuda=cuda)
+    assert round(mem.outside_gib, 2) == 105.64
+    assert "PyTorch 밖 105.6 GiB" in mem.line() and "예약 34.1 GiB" in mem.line()
+    # NVML missing (or not listing this process): the outside share is unknown, and the line says so
+    blind = gpu_usage.process_memory(0, nvml=ns(nvmlInit=lambda: 1 / 0), cuda=cuda)
+    assert blind.process_gib is None and blind.outside_gib is None and "알 수 없음" in blind.line()
+    assert gpu_usage.process_memory(0, cuda=ns(is_available=lambda: False)) is None
+
+
+def test_oom_message_keeps_torchs_whole_first_line_and_the_memory_breakdown():
+    from workshop_utils.train.callbacks import oom_message
+
+    err = RuntimeError("CUDA out of memory. Tried to allocate 192.00 MiB. GPU 0 has a total capacity of 139.80 GiB "
+                       "of which 57.12 MiB is free. Including non-PyTorch memory, this process has 139.74 GiB memory "
+                       "in use. Of the allocated memory 33.92 GiB is allocated by PyTorch, and 217.86 MiB is reserved "
+                       "by PyTorch but unallocated. If reserved but unallocated memory is large try setting "
+                       "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.")
+    msg = oom_message(err, 16, 1, False, memory_line="GPU 메모리: ... PyTorch 밖 105.6 GiB")
+    assert "this process has 139.74 GiB" in msg and "33.92 GiB is allocated by PyTorch" in msg
+    assert "expandable_segments" not in msg and "PyTorch 밖 105.6 GiB" in msg

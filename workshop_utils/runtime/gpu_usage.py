@@ -121,6 +121,46 @@ def gpu_memory(device: int = 0, nvml=None, cuda=None) -> GpuMemory | None:
     return query_nvml(device, nvml) or query_torch(device, cuda)
 
 
+@dataclass
+class ProcessMemory:
+    """This process's GPU memory: what NVML says it holds next to what PyTorch's allocator holds. The rest
+    ("outside") is the CUDA context, library workspaces and the driver's local-memory reservation for kernels
+    with large stack frames; a large outside share means the plan (which counts PyTorch tensors) cannot see it."""
+
+    torch_allocated_gib: float
+    torch_reserved_gib: float
+    process_gib: float | None  # None: NVML missing or it does not list this process (containers, MIG)
+    free_gib: float
+    total_gib: float
+
+    @property
+    def outside_gib(self) -> float | None:
+        return None if self.process_gib is None else max(0.0, self.process_gib - self.torch_reserved_gib)
+
+    def line(self) -> str:
+        head = (f"GPU 메모리: PyTorch 할당 {self.torch_allocated_gib:.1f} GiB, 예약 {self.torch_reserved_gib:.1f} GiB, "
+                f"카드 여유 {self.free_gib:.1f} / {self.total_gib:.1f} GiB")
+        if self.process_gib is None:
+            return head + " (NVML이 이 프로세스를 보여 주지 않아 PyTorch 밖 메모리는 알 수 없음)"
+        return head + (f", 이 프로세스 전체(NVML) {self.process_gib:.1f} GiB = PyTorch 밖 "
+                       f"{self.outside_gib:.1f} GiB (CUDA 컨텍스트, 라이브러리 작업 공간, 커널 로컬 메모리)")
+
+
+def process_memory(device: int = 0, nvml=None, cuda=None) -> ProcessMemory | None:
+    """This process's GPU memory on `device` (None without CUDA). For OOM messages and the memory check."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available():
+        return None
+    free, total = cuda.mem_get_info(device)
+    via_nvml = query_nvml(device, nvml)
+    mine = via_nvml.mine_gib if via_nvml is not None and via_nvml.mine_gib > 0 else None
+    return ProcessMemory(cuda.memory_allocated(device) / GIB, cuda.memory_reserved(device) / GIB, mine,
+                         free / GIB, total / GIB)
+
+
 def fits(memory: GpuMemory, planned_gib: float, headroom_gib: float = 0.5) -> tuple[bool, str]:
     """Does a training plan of `planned_gib` fit what is free now? (ok, Korean remedy when not)."""
     ok = planned_gib + headroom_gib <= memory.free_gib

@@ -122,14 +122,18 @@ class OverfitCallback(TrainerCallback):
                                        "epochs를 줄이거나 lora_dropout을 0.1로 올리고, early_stopping_patience를 켜세요"))
 
 
-def oom_message(err: BaseException, per_device_batch: int, grad_accum: int, checkpointing: bool) -> str:
+def oom_message(err: BaseException, per_device_batch: int, grad_accum: int, checkpointing: bool,
+                memory_line: str = "") -> str:
     tips = [f"per_device_train_batch_size {per_device_batch} → {max(1, per_device_batch // 2)}",
             f"gradient_accumulation_steps {grad_accum} → {grad_accum * 2} (실제 배치 크기 유지)"]
     if not checkpointing:
         tips.append("gradient checkpointing 켜기 (train.gradient_checkpointing='on')")
     tips.append("16GB 모드: WORKSHOP_GPU_MODE=16gb (fp16, 체크포인팅, fused loss)")
     tips.append("max_seq_length 줄이기 (02 노트북의 p95 길이 참고)")
-    return f"[진단] {TABLE[0][0]}: {str(err).splitlines()[0][:160]}\n       해결: " + "; ".join(tips)
+    # torch's first line names the card, what is free, this process's total and PyTorch's share: keep it whole
+    first = str(err).splitlines()[0].split(" See documentation")[0].split(" If reserved but unallocated")[0]
+    where = f"\n       {memory_line}" if memory_line else ""
+    return f"[진단] {TABLE[0][0]}: {first}{where}\n       해결: " + "; ".join(tips)
 
 
 def check_metrics_plausible(metrics: dict, floor_rouge_l: float = 0.05) -> Diagnosis | None:

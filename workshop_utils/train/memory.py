@@ -137,6 +137,7 @@ class MemoryCheck:
     peak_gib: float | None
     plan_gib: float | None
     tolerance: float = 0.10
+    outside_gib: float | None = None  # the process's GPU memory beyond PyTorch's (NVML), not in the plan
 
     @property
     def ok(self) -> bool:
@@ -149,8 +150,10 @@ class MemoryCheck:
         if self.plan_gib is None:
             return f"GPU 최대 메모리 {self.peak_gib:.2f} GiB (고속 경로가 꺼져 비교할 계획 없음)"
         verdict = "계획 안" if self.ok else f"계획 + {self.tolerance:.0%} 초과"
+        outside = ("" if self.outside_gib is None else
+                   f"; PyTorch 밖 메모리 {self.outside_gib:.2f} GiB (CUDA 컨텍스트·작업 공간, 계획에 없음)")
         return (f"GPU 최대 메모리 {self.peak_gib:.2f} GiB / 계획(추정) {self.plan_gib:.2f} GiB "
-                f"({self.peak_gib / self.plan_gib:.0%}): {verdict}")
+                f"({self.peak_gib / self.plan_gib:.0%}): {verdict}{outside}")
 
 
 def frozen_weight_gib(model) -> dict[str, float]:
@@ -167,4 +170,4 @@ def frozen_weight_gib(model) -> dict[str, float]:
 
 def memory_check(result, tolerance: float = 0.10) -> MemoryCheck:
     """The check for a TrainResult (peak_gib, plan_gib)."""
-    return MemoryCheck(result.peak_gib, result.plan_gib, tolerance)
+    return MemoryCheck(result.peak_gib, result.plan_gib, tolerance, getattr(result, "outside_torch_gib", None))

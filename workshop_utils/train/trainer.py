@@ -30,6 +30,7 @@ from ..model.shape import Shape
 from ..runtime.device import GIB, DeviceChoice, choose_device
 from ..runtime.distributed import dist_info, is_main_process, main_process_first
 from ..runtime.errors import WorkshopError
+from ..runtime.gpu_usage import process_memory
 from .callbacks import (
     DiagnosisLog,
     FlatLossCallback,
@@ -155,6 +156,7 @@ class TrainResult:
     plan_gib: float | None = None  # the fast path's estimate for the same run (None off the fast path)
     tokens_seen: int = 0  # training tokens (no padding) this session, all processes together
     tokens_per_s: float | None = None  # tokens_seen over the training time without the evaluations
+    outside_torch_gib: float | None = None  # CUDA: this process's GPU memory (NVML) beyond PyTorch's, after training
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -396,8 +398,10 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         with interrupt.installed(), dequantized_4bit_weights(model):  # CPU: each 4-bit weight dequantized once
             out = trainer.train(resume_from_checkpoint=ckpt)
     except torch.OutOfMemoryError as err:
+        mem = process_memory(torch.cuda.current_device())
         raise RuntimeError(oom_message(err, cfg.train.per_device_train_batch_size,
-                                       cfg.train.gradient_accumulation_steps, setup.gradient_checkpointing)) from err
+                                       cfg.train.gradient_accumulation_steps, setup.gradient_checkpointing,
+                                       mem.line() if mem else "")) from err
     except KeyboardInterrupt:
         if verbose:
             print(interrupt.message(run_dir, trainer.state.global_step))
@@ -427,6 +431,9 @@ def train(model, tokenizer, splits: dict[str, list[dict]], cfg: WorkshopConfig, 
         peak_gib=round(torch.cuda.max_memory_allocated() / GIB, 2) if torch.cuda.is_available() else None,
         plan_gib=setup.fast_plan.estimate_gib, tokens_seen=tokens,
         tokens_per_s=round(tokens / train_seconds, 1) if tokens and train_seconds > 0 else None)
+    mem = process_memory(torch.cuda.current_device()) if torch.cuda.is_available() else None
+    if mem is not None and mem.outside_gib is not None:
+        result.outside_torch_gib = round(mem.outside_gib, 2)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(adapter_dir))
         (run_dir / "train_summary.json").write_text(json.dumps(result.summary(), ensure_ascii=False, indent=1))
