@@ -239,3 +239,15 @@ def test_oom_message_keeps_torchs_whole_first_line_and_the_memory_breakdown():
     msg = oom_message(err, 16, 1, False, memory_line="GPU 메모리: ... PyTorch 밖 105.6 GiB")
     assert "this process has 139.74 GiB" in msg and "33.92 GiB is allocated by PyTorch" in msg
     assert "expandable_segments" not in msg and "PyTorch 밖 105.6 GiB" in msg
+
+
+def test_importing_the_package_stops_jax_and_tensorflow_from_claiming_the_gpu():
+    """JAX's GPU backend takes 75% of the card at start unless told otherwise (105.4 GiB of an H200, measured);
+    importing workshop_utils asks for on-demand allocation and keeps a value the user set."""
+    code = "import os, workshop_utils; print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'], os.environ['TF_FORCE_GPU_ALLOW_GROWTH'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_PYTHON_CLIENT_PREALLOCATE", "TF_FORCE_GPU_ALLOW_GROWTH")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["false", "true"]
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["true", "true"]
