@@ -264,4 +264,28 @@ def test_one_process_trains_on_one_gpu_when_several_are_visible():
     args._n_gpu = 2  # what TrainingArguments sets on a machine with two visible GPUs
     assert args.n_gpu == 2
     one_gpu_per_process(args)
-    assert args.n_gpu == 1
+    assert args.n_gpu == 1 and args.train_batch_size == cfg.train.per_device_train_batch_size
+
+
+def test_trainer_built_with_two_visible_gpus_keeps_the_planned_micro_batch(monkeypatch, tokenizer, prepared):
+    """The Trainer fixes its micro-batch (per device x n_gpu) when it is built: n_gpu must be 1 by then (2 x H200:
+    budget8 trained micro-batches of 8 against a plan of 4 while the fix ran after the build)."""
+    from workshop_utils.config import load_config
+    from workshop_utils.model.load import load_model
+    from workshop_utils.train import trainer as trainer_mod
+
+    real = trainer_mod.training_arguments
+
+    def two_gpus(*a, **k):
+        args = real(*a, **k)
+        _ = args.device
+        args._n_gpu = 2  # what TrainingArguments finds on a machine with two visible GPUs
+        return args
+
+    monkeypatch.setattr(trainer_mod, "training_arguments", two_gpus)
+    cfg = load_config(size="tiny")
+    cfg.train.per_device_train_batch_size = 2
+    model = load_model(cfg.model, verbose=False).model
+    trainer, _, _ = trainer_mod.build_trainer(model, tokenizer, prepared.splits, cfg)
+    assert trainer.args.n_gpu == 1 and trainer._train_batch_size == 2
+    assert trainer.get_train_dataloader().batch_size in (2, None)  # None: a batch sampler of size 2

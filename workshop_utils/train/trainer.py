@@ -285,9 +285,9 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
                                          early_stopping_threshold=cfg.train.early_stopping_threshold))
     cbs += callbacks or []
     args = training_arguments(cfg, device, **arg_overrides)
+    one_gpu_per_process(args)  # before the Trainer: it sizes its batches from n_gpu when it is built
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           data_collator=collator, processing_class=tokenizer, callbacks=cbs)
-    one_gpu_per_process(trainer.args)
     if plan.enabled:
         trainer.fast_plan = plan
     trainable, total = trainable_parameters(model)
@@ -296,9 +296,11 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
 
 def one_gpu_per_process(args) -> None:
     """Train on the one GPU the model was loaded on. With several GPUs visible and no launcher, HF Trainer sets
-    n_gpu to the device count, scales the loss by it (and wraps models that are not 4-bit in DataParallel): on
-    2 x H200 every fast-path recipe logged twice the loss of the same step on one GPU (24.70 vs 12.36). Several
-    GPUs are for DDP/FSDP under `accelerate launch` (one process per GPU, appendix A1)."""
+    n_gpu to the device count, scales the loss by it, multiplies the micro-batch by it (and wraps models that are
+    not 4-bit in DataParallel): on 2 x H200 every fast-path recipe logged twice the loss of the same step on one GPU
+    (24.70 vs 12.36) and, while this ran after the Trainer was built, still trained micro-batches of 8 where the plan
+    said 4 (8.62 GiB against a 7.41 GiB plan, twice the tokens per step). Call it on the arguments before building
+    the Trainer. Several GPUs are for DDP/FSDP under `accelerate launch` (one process per GPU, appendix A1)."""
     _ = args.device  # TrainingArguments counts the GPUs on first use; set after that
     if not dist_info().launched and args._n_gpu > 1:
         args._n_gpu = 1
