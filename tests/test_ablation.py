@@ -199,3 +199,22 @@ def test_notebook_config_uses_the_offline_model_unless_one_is_named(monkeypatch)
     assert ablation_config(**{"model.model_id": "random:exaone"}).model.model_id == "random:exaone"
     monkeypatch.setenv("WORKSHOP_MODEL", "random:exaone")
     assert ablation_config().model.model_id == "random:exaone"
+
+
+def test_documented_gpu_ablation_is_what_its_record_computes(root):
+    """docs/raft.md and notebook 06 (section 5) quote the H200 run; the recorded JSON must give exactly that table
+    and verdict through the same code, so the quoted numbers cannot drift from the measurement."""
+    res = AblationResult.load(root / "docs" / "results" / "ablation-h200-2026-11-30.json")
+    assert res.meta["seeds"] == [0, 1, 2] and res.meta["status"] == "done" and len(res.runs) == 9
+    table = [line for line in res.markdown().splitlines() if line.startswith("| ")]
+    assert len(table) == 5  # header + base + three formats
+    verdict = res.verdict().splitlines()
+    conclusion = next(line for line in verdict if line.startswith("결론:"))
+    doc = (root / "docs" / "raft.md").read_text(encoding="utf-8")
+    nb = json.loads((root / "main-practice" / "06_raft_ablation.ipynb").read_text(encoding="utf-8"))
+    section5 = next("".join(c["source"]) for c in nb["cells"] if "".join(c["source"]).startswith("## 5. GPU"))
+    for line in table:
+        assert line in doc and line in section5, line
+    for line in verdict[1:]:  # the first line restates the rule
+        assert line.strip() in doc, line
+    assert conclusion in section5 and "재현되지 않았습니다" in section5
