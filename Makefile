@@ -58,10 +58,14 @@ run: $(STAMP)
 
 # Notebooks run with WORKSHOP_SOLUTIONS=1: each exercise's check uses the answer key where the blank is still blank
 # (and says so), and a failing check fails the test, so every exercise is proven solvable.
+# TEST_WORKERS pytest-xdist processes (CI: 2 cores, 2 workers); conftest.py keeps each test module and each notebook
+# on one worker, the notebooks that share build/ together in this order, longest first, and gives each worker
+# cores/TEST_WORKERS threads. TEST_WORKERS=0: everything in one process, as before.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	@mkdir -p build
-	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest tests $(NOTEBOOKS) \
+	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest -n $(TEST_WORKERS) tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 --junitxml=build/test-results.xml $(PYTEST_ARGS); \
 	rc=$$?; $(PY) scripts/notebook_times.py build/test-results.xml || true; exit $$rc
 

@@ -71,6 +71,6 @@ def test_generation_speed_measures_both_precisions_at_each_batch():
     from workshop_utils.config import load_config
     from workshop_utils.evaluate.generation import generation_speed
 
-    rows = generation_speed(load_config("tiny").model, batch_sizes=(1, 2), new_tokens=4)
+    rows = generation_speed(load_config("tiny").model, batch_sizes=(1, 2), new_tokens=4, context_sentences=1)
     assert [(r["가중치"].split()[0], r["배치"]) for r in rows] == [("NF4", 1), ("NF4", 2), ("양자화", 1), ("양자화", 2)]  # "양자화 없음 (dtype)"
     assert all(r["새 토큰/초"] > 0 for r in rows)

@@ -136,6 +136,7 @@ def test_bad_cli_input_gets_one_line_and_a_nonzero_exit(tmp_path, capsys, custom
     assert not Path(out).exists()
 
 
+@pytest.mark.slow
 def test_prepare_then_train_with_data_uses_exactly_that_folder(tmp_path, capsys, custom_data):
     before = tree_digest(custom_data)
     build = tmp_path / "build"
@@ -166,6 +167,7 @@ SHORT = [{"id": f"s{i}", "instruction": "문맥을 읽고 답하세요.", "conte
           "question": f"문서 {i}의 값은?", "answer": f"{i}입니다."} for i in range(4)]
 
 
+@pytest.mark.slow
 def test_resume_takes_only_a_checkpoint_of_the_same_data_and_settings(tmp_path, tokenizer, capsys):
     from workshop_utils.train.runs import list_runs
 
@@ -201,6 +203,7 @@ def test_resume_takes_only_a_checkpoint_of_the_same_data_and_settings(tmp_path, 
     assert len(list_runs(cfg)) == 2 and all(r.complete for r in list_runs(cfg))
 
 
+@pytest.mark.slow
 def test_sigint_stops_at_a_checkpoint_and_resume_reaches_the_same_step(tmp_path):
     """Ctrl-C mid-run (a real SIGINT to a training process) loses nothing: the step it was in is
     checkpointed, the message says how to continue, and `--resume auto` finishes the run."""
