@@ -64,3 +64,10 @@ def test_memory_check_compares_the_peak_with_the_plan():
     over = MemoryCheck(7.7, 6.9)
     assert not over.ok and "초과" in over.line()
     assert MemoryCheck(12.0, None).ok and "비교할 계획 없음" in MemoryCheck(12.0, None).line()
+    # a TrainResult's memory outside PyTorch (NVML) is shown beside the plan, and is not part of the comparison
+    from workshop_utils.train.memory import memory_check
+    from workshop_utils.train.trainer import TrainResult
+
+    res = TrainResult(40, 176.2, 4.5, 7.0, 4.4, "run", "run/adapter", peak_gib=78.4, plan_gib=118.4, outside_torch_gib=0.76)
+    check = memory_check(res)
+    assert check.ok and "PyTorch 밖 메모리 0.76 GiB" in check.line() and "(66%)" in check.line()

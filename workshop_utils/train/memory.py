@@ -169,5 +169,5 @@ def frozen_weight_gib(model) -> dict[str, float]:
 
 
 def memory_check(result, tolerance: float = 0.10) -> MemoryCheck:
-    """The check for a TrainResult (peak_gib, plan_gib)."""
-    return MemoryCheck(result.peak_gib, result.plan_gib, tolerance, getattr(result, "outside_torch_gib", None))
+    """The check for a TrainResult (peak_gib, plan_gib, outside_torch_gib)."""
+    return MemoryCheck(result.peak_gib, result.plan_gib, tolerance, result.outside_torch_gib)
