@@ -105,7 +105,8 @@ def kernel_checks() -> dict:
     return out
 
 
-def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bool, liger: bool):
+def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bool, liger: bool,
+                checkpoint_layers: int = 1, offload_activations: bool = False, dropout: float = 0.0):
     import dataclasses
 
     from workshop_utils.config import LoraSettings, load_config
@@ -117,10 +118,11 @@ def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bo
     settings = dataclasses.replace(load_config("full").model, model_id=SMALL, compute_dtype=dtype)  # + WORKSHOP_TOKENIZER
     loaded = load_model(settings, verbose=False)
     torch.manual_seed(0)
-    plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=2, checkpoint_layers=1,
-                    upcast_non_4bit=False, liger=liger and compile_layers, compile_layers=compile_layers,
-                    compile_keep_liger=keep_liger)
-    model, kernels = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=0.0))
+    plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=2,
+                    checkpoint_layers=checkpoint_layers, upcast_non_4bit=False, liger=liger and compile_layers,
+                    compile_layers=compile_layers, compile_keep_liger=keep_liger,
+                    offload_activations=offload_activations)
+    model, kernels = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=dropout))
     if liger and not compile_layers:  # the eager twin: the same Liger kernels as its compiled twin
         kernels = apply_liger(model, layer_kernels=keep_liger)
     g = torch.Generator().manual_seed(2)
@@ -192,6 +194,73 @@ def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
     return rows
 
 
+def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict]:
+    """ActivationOffload on CUDA (side stream, pinned copies, prefetch), inductor-compiled layers and eager, bf16
+    and fp16, LoRA dropout 0.05: loss and LoRA gradients of offloaded checkpointing of both layers against the
+    same model without checkpointing (same seed: the same dropout masks), three packed batches."""
+    import torch._dynamo
+
+    from workshop_utils.data.prompts import IGNORE_INDEX
+    from workshop_utils.train.collators import FlatteningCollator
+    from workshop_utils.train.fastpath import compile as fastpath_compile
+    from workshop_utils.train.fastpath.apply import set_checkpointing
+    from workshop_utils.train.loss import fast_completion_loss
+
+    rows = []
+    for dtype, attention, compile_layers in (("bfloat16", "workshop_varlen", True),
+                                             ("float16", "workshop_varlen_efficient", True),
+                                             ("bfloat16", "workshop_varlen", False)):
+        torch._dynamo.reset()
+        torch._dynamo.config.suppress_errors = False
+        fastpath_compile.BACKEND = backend
+        row = {"dtype": dtype, "attention": attention, "compiled": compile_layers}
+        t0 = time.perf_counter()
+        try:
+            model, plan, _ = _fast_model(dtype, attention, compile_layers, False, False, checkpoint_layers=2,
+                                         offload_activations=True, dropout=0.05)
+            offload = model.get_base_model()._workshop_activation_offload
+            copies = offload.copies  # the compiled layers' set-up check went through it too
+            amp = torch.autocast(device, dtype=getattr(torch, dtype))
+            g = torch.Generator().manual_seed(1)
+            worst_loss = worst_grad = 0.0
+            for lens in ((300, 500, 200), (700, 150), (90, 410, 260, 333)):
+                feats = []
+                for n in lens:
+                    ids = torch.randint(10, 40000, (n,), generator=g).tolist()
+                    feats.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - n // 4) + ids[n - n // 4:]})
+                batch = {k: v.to(device) if torch.is_tensor(v) else v
+                         for k, v in FlatteningCollator(0, seq_lens=True)(feats).items()}
+                res = []
+                for layers in (2, 0):  # offloaded checkpointing, then the same layers kept
+                    set_checkpointing(model, layers)
+                    if layers:
+                        for block in model.get_base_model().model.layers:
+                            block._gradient_checkpointing_func = offload.checkpoint
+                    model.zero_grad(set_to_none=True)
+                    torch.manual_seed(7)
+                    with amp:
+                        loss, _ = fast_completion_loss(model, batch)
+                    loss.backward()
+                    res.append((loss.item(), {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}))
+                (got_loss, got), (ref_loss, ref) = res
+                worst_loss = max(worst_loss, abs(got_loss - ref_loss) / abs(ref_loss))
+                worst_grad = max(worst_grad, max(((got[n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-12)).item()
+                                                 for n in ref))
+            row.update(copies=offload.copies - copies, loss_rel_err=worst_loss, grad_rel_err=worst_grad,
+                       compile_check=plan.reasons.get("compile"))
+            row["ok"] = bool(row["copies"] == 6 and worst_loss < 1e-2 and worst_grad < 5e-2)
+            del model
+        except Exception as err:  # noqa: BLE001
+            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print("[gpu_perf] offload " + json.dumps(row, ensure_ascii=False, default=str), flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    fastpath_compile.BACKEND = "inductor"
+    return rows
+
+
 def _fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
@@ -208,6 +277,10 @@ def summary(result: dict, checks: dict) -> str:
         lines.append("  probes: " + json.dumps(k["probes"], ensure_ascii=False))
         lines.append("attention forward+backward ms (4 sequences, 4,000 tokens, 32/8 heads of 128): "
                      + json.dumps(k["timing_ms"], ensure_ascii=False))
+    for c in checks.get("offload", []):
+        lines.append(f"activation offload vs no checkpointing (small model, {c['dtype']}, compiled={c['compiled']}, "
+                     f"dropout 0.05): ok={c.get('ok')} loss err {c.get('loss_rel_err', float('nan')):.1e}, grad err "
+                     f"{c.get('grad_rel_err', float('nan')):.1e}, copies {c.get('copies')}, {c.get('error') or ''}")
     for c in checks.get("compiled", []):
         lines.append(f"compiled vs eager (small model, {c['dtype']}, {c['attention']}, {c['compiler']}, Liger layer "
                      f"kernels inside={c['liger_layer_kernels_inside']}): ok={c.get('ok')} loss err "
@@ -289,6 +362,7 @@ def main(argv=None) -> int:
         checks["kernels"] = kernel_checks()
         print(f"[gpu_perf] t={time.perf_counter() - t0:.0f}s kernels: "
               + json.dumps(checks["kernels"], ensure_ascii=False, default=str), flush=True)
+        checks["offload"] = offload_checks()
         if not args.kernel_checks_only:
             checks["compiled"] = compiled_model_checks()
         (out / "checks.json").write_text(json.dumps(checks, ensure_ascii=False, indent=1, default=str))

@@ -48,7 +48,7 @@ PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+'
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 # '+option' -> (TrainSettings field, value)
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
-           "compile_liger": ("compile_layers", "liger")}
+           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
@@ -286,6 +286,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             liger=info.liger_kernels, padding_free=plan.padding_free if plan.enabled else False,
             dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
             offload_vocab=plan.offload_vocab if plan.enabled else False,
+            offload_activations=plan.offload_activations if plan.enabled else False,
             estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
             model_gib=model_gib, compile_layers=plan.compile_layers if plan.enabled else False,
             compile_reason=plan.reasons.get("compile") if plan.enabled else None)
@@ -530,7 +531,8 @@ def _compile_cell(r: dict) -> str:
 
 def format_table(result: dict) -> str:
     head = ("| recipe | tokens/s | vs HF lean | vs HF+GC | peak alloc GiB | after step 1 GiB | peak reserved GiB | "
-            "model GiB | micro-batch x accum | checkpointing | vocab offload | attention | compiled layers | "
+            "model GiB | micro-batch x accum | checkpointing | vocab offload | activation offload | attention | "
+            "compiled layers | "
             "dtype | first step s | loss@1 |")
     lines = [f"model {result['model']} on {result['env'].get('gpu') or 'CPU'}", head,
              "|" + "---|" * (head.count("|") - 1)]
@@ -546,7 +548,8 @@ def format_table(result: dict) -> str:
             f"{r.get('peak_allocated_gib', '-')} | {r.get('peak_after_step1_gib', '-')} | "
             f"{r.get('peak_reserved_gib', '-')} | {r.get('model_gib') or '-'} | "
             f"{mb} | {r.get('checkpointing', '-')} | "
-            f"{'yes' if r.get('offload_vocab') else 'no'} | {r.get('attention', '-')} | {_compile_cell(r)} | "
+            f"{'yes' if r.get('offload_vocab') else 'no'} | {'yes' if r.get('offload_activations') else 'no'} | "
+            f"{r.get('attention', '-')} | {_compile_cell(r)} | "
             f"{r.get('dtype', '-')} | {r.get('first_step_s', '-')} | "
             f"{'-' if loss is None else f'{loss:.4f}'} |")
     return "\n".join(lines)

@@ -160,6 +160,9 @@ class TrainSettings(_Section):
     offload_vocab: str = _help(
         "고속 경로: 임베딩·lm_head(어휘 102,400 x 4,096)를 쓰지 않는 동안 CPU 메모리에 둠: auto(예산이 빠듯해 "
         "더 큰 micro-batch가 들어갈 때) | on | off", "auto", ("auto", "on", "off"))
+    offload_activations: str = _help(
+        "고속 경로: 체크포인팅한 층의 입력을 고정(pinned) CPU 메모리에 두고 역전파 때 한 층 앞서 되가져옴 (복사는 "
+        "계산 뒤에 숨김): auto(더 큰 micro-batch가 들어갈 때) | on | off", "auto", ("auto", "on", "off"))
     compile_layers: str = _help(
         "고속 경로: 디코더 층을 torch.compile로 컴파일 (모든 층이 같은 코드, 길이가 달라도 재컴파일 없음; 작은 "
         "micro-batch의 CPU 병목을 줄임): auto(CUDA에서 점검 후 켬) | on | off | liger(Liger 층 커널을 컴파일 안에 둠)",

@@ -113,6 +113,7 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
                      "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",
+                     "층 입력(체크포인트)": "CPU" if p.offload_activations else "GPU",
                      "층 컴파일": "예" if p.compile_layers else "아니오",
                      "예산 GiB": round(p.budget_gib, 1), "예상 최대 GiB": p.estimate_gib})
     return rows

@@ -38,11 +38,20 @@ def layer_activation_bytes_per_token(s: Shape, bytes_per_value: int = 2) -> floa
 # above the measured peaks on small budgets.
 ACTIVATION_CALIBRATION = 0.84
 # Decoder layers compiled by torch.compile (the fast path's compile_layers, Liger's layer kernels replaced by
-# the compiler's fusions) kept more: on 2 x H200 (2026-11-30) the 8 GiB recipe peaked at 8.69 GiB, the offline
-# model under DDP at 18.8 GiB for a 16.2 GiB plan, and notebook 03's EXAONE-shape plan of 117 GiB ran out of the
-# 140 GiB card: 1.2-1.3x the eager calibration on the activation terms.
-ACTIVATION_CALIBRATION_COMPILED = 1.1
+# the compiler's fusions), measured on an H200 with one visible GPU and JAX's preallocation off (2026-11-30,
+# docs/benchmarks.md): the EXAONE-shaped default recipe (micro-batch 16, 26 of 32 layers kept) peaked at 74.6 GiB,
+# 0.67x the textbook count; the offline model (SmolLM2-135M, micro-batch 16) at 30-31.5 GiB for a plan of 41 GiB
+# made with 1.1 (about 0.8x). Planned at 0.85. (The 1.1 before was fitted to runs that two bugs had inflated:
+# micro-batch 8 instead of 4 with two GPUs visible, and JAX's 105 GiB.)
+ACTIVATION_CALIBRATION_COMPILED = 0.85
 FIXED_OVERHEAD_GIB = 0.3
+# During the backward of a checkpointed layer the GPU holds its recomputed activations and the gradients being
+# formed from them: 2x one layer's activations. (The 8 GiB recipe, compiled, every layer recomputed, inputs
+# offloaded, micro-batch 8: 6.38 GiB measured, 7.38 planned.)
+RECOMPUTE_WORKING = 2.0
+# ActivationOffload (fastpath/offload.py): a checkpointed layer's input is in CPU memory except while it is being
+# copied out (forward) or back (backward, one layer ahead): at most two inputs on the GPU at a time.
+OFFLOAD_IN_FLIGHT = 2
 FUSED_LOSS_BUFFER = 256 * 1024**2  # Liger's fused linear cross-entropy works in chunks of logits
 
 
@@ -55,7 +64,7 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
              quant: str = "nf4", double_quant: bool = True, checkpoint_layers: int = 0, fused_loss: bool = False,
              logit_tokens: int | None = None, upcast_embeddings: bool = True, offload_vocab: bool = False,
              optimizer: str = "paged_adamw_8bit", gpus: int = 1, strategy: str = "ddp",
-             bytes_per_value: int = 2, compiled: bool = False) -> dict[str, float]:
+             bytes_per_value: int = 2, compiled: bool = False, offload_activations: bool = False) -> dict[str, float]:
     """Estimated peak GiB of one training step, per component and "total" (the one estimator: the notebooks'
     tables, the fast path's planner and the per-GPU figures of DDP/FSDP all use it).
 
@@ -65,7 +74,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
     embedding and lm_head; `offload_vocab`: both tables in CPU memory (the lm_head visits the GPU at the end of
     each forward); `gpus`/`strategy`: per GPU under DDP (a full copy each) or FSDP (weights and LoRA state
     sharded, one layer gathered at a time); `compiled`: decoder layers through torch.compile (more activations
-    kept than Liger's eager kernels, ACTIVATION_CALIBRATION_COMPILED).
+    kept than Liger's eager kernels, ACTIVATION_CALIBRATION_COMPILED); `offload_activations`: the checkpointed
+    layers' inputs wait in CPU memory (ActivationOffload: two in flight on the GPU).
     """
     lin, emb = s.linear_params(), s.embedding_params()
     if quant == "nf4":
@@ -78,9 +88,10 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
             * (ACTIVATION_CALIBRATION_COMPILED if compiled else ACTIVATION_CALIBRATION))
     kept = s.hidden * bytes_per_value * tokens  # a checkpointed layer keeps only its input
     ck = min(max(checkpoint_layers, 0), s.layers)
-    parts = {"weights": weights, "lora+grad+optim": lora, "activations": (s.layers - ck) * full + ck * kept,
+    kept_layers = min(ck, OFFLOAD_IN_FLIGHT) if offload_activations else ck
+    parts = {"weights": weights, "lora+grad+optim": lora, "activations": (s.layers - ck) * full + kept_layers * kept,
              # backward holds one layer's activation gradients; a checkpointed layer also its recomputation
-             "working": full * (2 if ck else 1),
+             "working": full * (RECOMPUTE_WORKING if ck else 1),
              "logits": FUSED_LOSS_BUFFER if fused_loss else
              (tokens if logit_tokens is None else logit_tokens) * s.vocab * (2 + 4 + 4)}  # bf16 + fp32 + grad
     if offload_vocab:

@@ -10,6 +10,7 @@ from ..collators import FlatteningCollator
 from ..loss import fast_completion_loss, uses_liger_loss
 from .compile import compile_checked, probe_features
 from .kernels import apply_liger
+from .offload import set_activation_offload
 from .plan import FastPlan
 
 
@@ -68,6 +69,8 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings,
     set_checkpointing(model, plan.checkpoint_layers)
     if plan.checkpoint_layers:
         base.enable_input_require_grads()
+    base._workshop_activation_offload = (
+        set_activation_offload(model, plan.checkpoint_layers) if plan.offload_activations else None)
     if plan.compile_layers:
         batch = FlatteningCollator(0, seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS)(
             probe_features(base.config.vocab_size))

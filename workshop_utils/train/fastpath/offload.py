@@ -1,9 +1,12 @@
 """VocabOffload: the embedding and lm_head in pinned CPU memory while not in use."""
 from __future__ import annotations
 
-import torch
+import weakref
 
-from ...model.lora import base_model
+import torch
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+from ...model.lora import base_model, decoder_layers
 
 
 # --- vocabulary weights off the GPU between uses ---------------------------------------------------------
@@ -45,13 +48,17 @@ class VocabOffload:
         # (accelerate's preparation does) cannot bring the tables back
         for m in (self.emb, self.head):
             m.weight.data = torch.empty(0, dtype=m.weight.dtype, device=self.device)
-        emb, table = self.emb, self.cpu_emb
+        table = self.cpu_emb
 
         def embed(input_ids):
-            rows = torch.nn.functional.embedding(input_ids.to("cpu"), table, emb.padding_idx)
-            return rows.to(input_ids.device)
+            # the rows are gathered into pinned memory and sent without waiting for the copy (frozen table:
+            # padding_idx only matters for gradients, so this is the embedding's forward)
+            ids = input_ids.to("cpu").reshape(-1)
+            rows = torch.empty((ids.numel(), table.shape[1]), dtype=table.dtype, pin_memory=pin)
+            torch.index_select(table, 0, ids, out=rows)
+            return rows.view(*input_ids.shape, -1).to(input_ids.device, non_blocking=pin)
 
-        emb.forward = embed
+        self.emb.forward = embed
         self.handles = [self.base.model.register_forward_pre_hook(self._head_in),
                         self.base.register_forward_hook(self._head_out)]
         if pin:
@@ -74,3 +81,131 @@ class VocabOffload:
         self.emb.weight.data = self.cpu_emb.to(self.device)
         self.head.weight.data = self.cpu_head.to(self.device)
         self.cpu_emb = self.cpu_head = None
+
+
+# --- checkpointed layers' inputs off the GPU ------------------------------------------------------------
+class _Saved:
+    """One checkpointed layer's input, waiting in (pinned) CPU memory until its backward."""
+
+    __slots__ = ("cpu", "gpu", "ready", "prev", "__weakref__")
+
+    def __init__(self, cpu, prev):
+        self.cpu, self.gpu, self.ready, self.prev = cpu, None, None, prev
+
+
+class ActivationOffload:
+    """Gradient checkpointing whose saved layer inputs wait in pinned CPU memory.
+
+    A checkpointed decoder layer keeps only its input for the backward (hidden x 2 bytes per token); with
+    every layer checkpointed that is one tensor per layer, 32 x 70 MB for EXAONE at 8 sequences of ~1,060
+    tokens: 2.2 GiB of an 8 GiB budget. Here each input is copied to pinned CPU memory on a side stream while
+    the layer computes (the GPU copy is then free), and during the backward the input of the layer before is
+    copied back while this layer recomputes, so the copies hide behind the compute. What stays on the GPU: the
+    one or two inputs in flight. The planner spends what this frees on a bigger micro-batch.
+
+    `checkpoint(fn, hidden, *args)` has the signature of transformers' `_gradient_checkpointing_func`. The
+    recomputation runs the same code as the forward (the compiled layer's training graph), under the forward's
+    autocast state and with its RNG state restored, so LoRA dropout draws the same masks: loss and gradients
+    are those of plain checkpointing (tests/test_fastpath.py). Single process only (as VocabOffload): the
+    recomputation happens inside autograd's backward of the layer (reentrant), which DDP's hooks do not
+    expect. On the CPU the "offload" is a copy in CPU memory (the same code path, for the tests).
+    """
+
+    def __init__(self):
+        self.stream = None  # the side stream for the copies (CUDA)
+        self.last = None  # weakref to the newest saved input: the backward prefetches along these links
+        self.copies = 0  # inputs saved (counted for the printout and tests)
+
+    def checkpoint(self, fn, hidden, *args):
+        if any(torch.is_tensor(a) and a.requires_grad for a in args):  # only the hidden state is offloaded
+            return torch_checkpoint(fn, hidden, *args, use_reentrant=False)
+        return _OffloadedCheckpoint.apply(self, fn, hidden, *args)
+
+    # copies: out in the forward, back in the backward (prefetching the layer before)
+    def save(self, hidden) -> _Saved:
+        prev = self.last() if self.last is not None else None
+        if hidden.device.type == "cuda":
+            if self.stream is None:
+                self.stream = torch.cuda.Stream(hidden.device)
+            self.stream.wait_stream(torch.cuda.current_stream(hidden.device))  # hidden is computed
+            with torch.cuda.stream(self.stream):
+                cpu = torch.empty(hidden.shape, dtype=hidden.dtype, pin_memory=True)
+                cpu.copy_(hidden, non_blocking=True)
+            hidden.record_stream(self.stream)  # its GPU memory is not reused before the copy is done
+        else:
+            cpu = hidden.detach().clone()
+        entry = _Saved(cpu, weakref.ref(prev) if prev is not None else None)
+        self.last = weakref.ref(entry)
+        self.copies += 1
+        return entry
+
+    def _fetch(self, entry: _Saved, device) -> None:
+        if device.type == "cuda":
+            with torch.cuda.stream(self.stream):  # after the D2H copy: same stream
+                entry.gpu = entry.cpu.to(device, non_blocking=True)
+                entry.ready = torch.cuda.Event()
+                entry.ready.record(self.stream)
+        else:
+            entry.gpu = entry.cpu.clone()
+
+    def load(self, entry: _Saved, device):
+        """The saved input back on `device`; the input of the layer before starts coming back too."""
+        if entry.gpu is None:
+            self._fetch(entry, device)
+        hidden, entry.gpu = entry.gpu, None
+        if device.type == "cuda":
+            main = torch.cuda.current_stream(device)
+            main.wait_event(entry.ready)
+            hidden.record_stream(main)  # allocated on the side stream, used and freed on this one
+        prev = entry.prev() if entry.prev is not None else None
+        if prev is not None and prev.gpu is None:
+            self._fetch(prev, device)
+        return hidden
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+class _OffloadedCheckpoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, offload, fn, hidden, *args):
+        device = hidden.device
+        ctx.offload, ctx.fn, ctx.args, ctx.device = offload, fn, args, device
+        ctx.autocast = _autocast_state(device.type)
+        ctx.cpu_rng = torch.get_rng_state()
+        ctx.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        ctx.entry = offload.save(hidden)
+        # the forward builds the layer's graph as the recomputation will (same compiled code, same random
+        # numbers) and drops it: only the output leaves
+        with torch.enable_grad():
+            out = fn(hidden.detach().requires_grad_(hidden.requires_grad), *args)
+        return tuple(o.detach() if torch.is_tensor(o) else o for o in out) if isinstance(out, tuple) else out.detach()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        device = ctx.device
+        x = ctx.offload.load(ctx.entry, device).detach().requires_grad_(True)
+        ctx.entry = None
+        enabled, dtype = ctx.autocast
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.set_rng_state(ctx.cpu_rng)
+            if ctx.cuda_rng is not None:
+                torch.cuda.set_rng_state(ctx.cuda_rng, device)
+            with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
+                out = ctx.fn(x, *ctx.args)
+        outs = out if isinstance(out, tuple) else (out,)
+        pairs = [(o, g) for o, g in zip(outs, grads) if torch.is_tensor(o) and o.requires_grad and g is not None]
+        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None, x.grad) + (None,) * len(ctx.args)
+
+
+def set_activation_offload(model, layers: int) -> ActivationOffload | None:
+    """The first `layers` decoder layers (the checkpointed ones, fastpath/apply.set_checkpointing) keep their
+    inputs in CPU memory (ActivationOffload); 0 = none. Returns the offload (its `copies` count)."""
+    if layers <= 0:
+        return None
+    offload = ActivationOffload()
+    for block in decoder_layers(model)[:layers]:
+        block._gradient_checkpointing_func = offload.checkpoint
+    return offload

@@ -36,6 +36,7 @@ class FastPlan:
     grad_accum: int = 1
     upcast_non_4bit: bool = True
     offload_vocab: bool = False
+    offload_activations: bool = False  # checkpointed layers' inputs in CPU memory (fastpath/offload.py)
     pad_to_multiple_of: int = 1
     compile_layers: bool = False  # decoder layers through torch.compile (fastpath/compile.py)
     compile_keep_liger: bool = False  # Liger's rope/RMSNorm/SwiGLU inside the compiled layers
@@ -57,7 +58,8 @@ class FastPlan:
         out = [f"[fast] 고속 경로 mode={self.mode}: padding_free={self.padding_free}, liger={self.liger}, "
                f"attention={self.attention}, checkpointing={self.checkpointing}, "
                f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}, "
-               f"offload_vocab={self.offload_vocab}, compile_layers={self.compile_layers}"]
+               f"offload_vocab={self.offload_vocab}, offload_activations={self.offload_activations}, "
+               f"compile_layers={self.compile_layers}"]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
@@ -79,6 +81,11 @@ MICRO_BATCH_OVERHEAD_TOKENS = 9000
 
 
 VOCAB_OFFLOAD_TOKENS = 600
+# ActivationOffload copies each checkpointed layer's input out and back on a side stream, behind the compute;
+# planned as 5% of a step with every layer offloaded, so that it is chosen only when it buys a bigger micro-batch.
+ACTIVATION_OFFLOAD_COST = 0.05
+# pinned CPU memory for the offloaded inputs: at most this share of the machine's RAM (Colab: 12.7 GiB)
+ACTIVATION_OFFLOAD_RAM_SHARE = 0.4
 
 
 def micro_batch_tokens(m: int, mean_tokens: int, p90_tokens: int) -> int:
@@ -87,9 +94,11 @@ def micro_batch_tokens(m: int, mean_tokens: int, p90_tokens: int) -> int:
     return int(m * mean_tokens + (p90_tokens - mean_tokens) * math.sqrt(m))
 
 
-def step_cost(m: int, ck: int, layers: int, mean_tokens: int, offload: bool = False) -> float:
+def step_cost(m: int, ck: int, layers: int, mean_tokens: int, offload: bool = False,
+              offload_activations: bool = False) -> float:
     per_micro_batch = MICRO_BATCH_OVERHEAD_TOKENS + (VOCAB_OFFLOAD_TOKENS if offload else 0)
-    return 1 + RECOMPUTE_COST * ck / layers + per_micro_batch / (m * max(mean_tokens, 1))
+    return (1 + (RECOMPUTE_COST + (ACTIVATION_OFFLOAD_COST if offload_activations else 0)) * ck / layers
+            + per_micro_batch / (m * max(mean_tokens, 1)))
 
 
 def fixed_checkpoint_layers(setting, layers: int) -> int | None:
@@ -110,6 +119,19 @@ def vocab_offload_options(setting: str, liger: bool, on_cuda: bool, shape: Shape
            "CUDA에서만" if not on_cuda else
            "Liger fused loss가 필요 (lm_head를 backward까지 잡아 두지 않음)" if not liger else
            "임베딩과 lm_head를 공유하는(tied) 모델" if shape.tied_embeddings else
+           "여러 프로세스(DDP/FSDP)에서는 쓰지 않음" if dist_info().world_size > 1 else "")
+    if why:
+        return [False], why
+    return ([True] if setting == "on" else [False, True]), ""
+
+
+def activation_offload_options(setting: str, on_cuda: bool) -> tuple[list[bool], str]:
+    """Which ActivationOffload choices the planner may weigh (setting auto | on | off), and why not."""
+    setting = str(setting).lower()
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"train.offload_activations={setting!r}: auto | on | off")
+    why = ("설정에서 끔" if setting == "off" else
+           "CUDA에서만 (고정 메모리로 복사)" if not on_cuda else
            "여러 프로세스(DDP/FSDP)에서는 쓰지 않음" if dist_info().world_size > 1 else "")
     if why:
         return [False], why
@@ -223,33 +245,51 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         fixed_ck = shape.layers
 
     offloads, why_not = vocab_offload_options(t.offload_vocab, plan.liger, on_cuda, shape)
+    act_offloads, act_why_not = activation_offload_options(t.offload_activations, on_cuda)
+    ram_gib = runtime_device.system_ram_gib()
 
-    def est(m, ck, off=False):
+    def est(m, ck, off=False, act=False):
         return estimate(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), cfg.lora.r,
                         tuple(cfg.lora.target_modules), checkpoint_layers=ck, fused_loss=plan.liger,
                         logit_tokens=m * completion_tokens, upcast_embeddings=False, offload_vocab=off,
-                        compiled=plan.compile_layers and not plan.compile_keep_liger)["total"]
+                        compiled=plan.compile_layers and not plan.compile_keep_liger,
+                        offload_activations=act)["total"]
+
+    def pinned_gib(m, ck):  # CPU memory the offloaded inputs take
+        return ck * shape.hidden * 2 * micro_batch_tokens(m, mean_tokens, p90_tokens) / 1024**3
+
+    def cost(choice):
+        m, ck, off, act = choice
+        return step_cost(m, ck, shape.layers, mean_tokens, off, act)
 
     best = None
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
-        best = (t.per_device_train_batch_size, fixed_ck or 0, False)
+        best = (t.per_device_train_batch_size, fixed_ck or 0, False, False)
     else:
         for m in (d for d in range(min(effective, 16), 0, -1) if effective % d == 0):
             for off in offloads:
-                options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
-                ck = next((c for c in options if est(m, c, off) <= budget_gib), None)
-                if ck is not None and (best is None or step_cost(m, ck, shape.layers, mean_tokens, off)
-                                       < step_cost(*best[:2], shape.layers, mean_tokens, best[2])):
-                    best = (m, ck, off)
+                for act in act_offloads:
+                    options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
+                    ck = next((c for c in options if est(m, c, off, act) <= budget_gib), None)
+                    if ck is None or (act and (not ck or pinned_gib(m, ck) > ACTIVATION_OFFLOAD_RAM_SHARE * ram_gib)):
+                        continue
+                    if best is None or cost((m, ck, off, act)) < cost(best):
+                        best = (m, ck, off, act)
         if best is None:
-            best = (1, shape.layers, offloads[-1])
+            best = (1, shape.layers, offloads[-1], act_offloads[-1])
             r["memory"] = f"예산 {budget_gib:.1f} GiB에 맞는 구성이 없음: 가장 작은 구성으로 시도 (OOM 가능)"
-    plan.micro_batch, plan.checkpoint_layers, plan.offload_vocab = best
+    plan.micro_batch, plan.checkpoint_layers, plan.offload_vocab, plan.offload_activations = best
+    plan.offload_activations = plan.offload_activations and plan.checkpoint_layers > 0
     plan.grad_accum = max(1, effective // plan.micro_batch)
     if budget_gib:
         plan.estimate_gib = round(est(*best), 2)
     r["offload_vocab"] = (f"임베딩·lm_head를 쓰지 않는 동안 CPU 메모리에 둠 (GPU에서 {vocab_gib(shape):.2f} GiB 절약, "
                           "더 큰 micro-batch)" if plan.offload_vocab else why_not or "예산에 여유가 있어 GPU에 둠")
+    r["offload_activations"] = (
+        f"체크포인팅한 층의 입력 {plan.checkpoint_layers}개를 고정 CPU 메모리에 둠 (약 "
+        f"{pinned_gib(plan.micro_batch, plan.checkpoint_layers):.2f} GiB, 복사는 계산 뒤에 숨김): 더 큰 micro-batch"
+        if plan.offload_activations else act_why_not or
+        ("체크포인팅 없음" if not plan.checkpoint_layers else "GPU에 두어도 같은 micro-batch가 들어감"))
     if "memory" not in r:
         if fixed_ck is not None:
             r["checkpointing"] = f"설정/모드로 고정: {plan.checkpointing}"
