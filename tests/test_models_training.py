@@ -150,15 +150,17 @@ def test_every_training_example_keeps_its_eos_label_even_when_pad_equals_eos(tok
     assert lm["labels"][0, n0 - 1] == IGNORE_INDEX
 
 
-def test_completion_only_logits_give_the_same_loss_and_gradients(offline_dir, tokenizer):
+def test_completion_only_logits_give_the_same_loss_and_gradients(tiny_model):
     from workshop_utils.train.loss import completion_loss
 
+    settings = load_config(size="tiny").model
+    settings.model_id = tiny_model  # an identity of the loss, whatever the weights: the tiny random model
+    settings.compute_dtype = "float32"  # compare in fp32 even on a CPU that would pick bf16
+    tokenizer = load_model(settings, verbose=False).tokenizer
     feats = [tokenize_example(tokenizer, ex, 256).__dict__ for ex in SHORT[:3]]
     batch = CompletionCollator(tokenizer.pad_token_id)(feats)
     n_items = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
     results = []
-    settings = load_config(size="tiny").model
-    settings.compute_dtype = "float32"  # compare in fp32 even on a CPU that would pick bf16
     for mode in ("full", "completion"):
         torch.manual_seed(0)
         m = load_model(settings, verbose=False).model
@@ -193,7 +195,7 @@ def test_training_arguments_follow_transformers_5_and_the_device(tmp_path):
     assert args.report_to == ["tensorboard"]
 
 
-def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokenizer):
+def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tiny_model):
     from transformers import TrainerCallback
 
     from workshop_utils.train.runs import list_runs
@@ -206,9 +208,12 @@ def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tokeniz
                 raise KeyboardInterrupt
 
     cfg = tiny_cfg(tmp_path, max_steps=4, save_steps=2, logging_steps=1)
+    cfg.model.model_id = tiny_model  # checkpoints and step counts, not learning: the tiny random model
     splits = {"train": SHORT, "validation": []}
+    loaded = load_model(cfg.model, verbose=False)
+    tokenizer = loaded.tokenizer
     with pytest.raises(KeyboardInterrupt):
-        train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=False, callbacks=[Interrupt()])
+        train(loaded.model, tokenizer, splits, cfg, resume=False, callbacks=[Interrupt()])
     (run,) = list_runs(cfg)
     assert [p.name for p in run.checkpoints()] == ["checkpoint-2"] and not run.complete
     _, res = train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, resume=True)
