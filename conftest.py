@@ -66,7 +66,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 def _longest_first(items) -> None:
     """Order the work units for xdist, longest first, each unit's items in their own order: the shared-build
-    notebooks, the other notebooks, then test modules by their number of slow tests (they train or load the model)."""
+    notebooks, the other notebooks, then test modules by their number of slow tests (they load or train a model,
+    start processes or resolve against the package index)."""
     slow: dict[str, int] = {}
     for item in items:
         unit = work_unit(item.nodeid)

@@ -21,6 +21,19 @@ def root() -> Path:
     return ROOT
 
 
+# A 3-layer, 64-wide EXAONE-shaped model with random weights (model/sources.py; the offline model's tokenizer), saved
+# once into the model cache: it goes through the same 4-bit + LoRA + Trainer code as the offline model, in seconds
+# instead of minutes on 2 CPU cores. For tests of plumbing (checkpoints, resume, several processes, what is written
+# where), never for tests of what a model learns; the notebooks run the same paths with the offline model.
+TINY_RANDOM_MODEL = "random:exaone:layers=3,hidden=64,intermediate=128,heads=4,kv_heads=2"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    """The model id of the tiny random model (TINY_RANDOM_MODEL)."""
+    return TINY_RANDOM_MODEL
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg(tmp_path_factory):
     """A tiny config whose build directory is private to the test session."""

@@ -58,20 +58,20 @@ def test_accelerate_configs_parse():
     assert fsdp["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False  # 4-bit load per GPU, then shard
 
 
-def _launch(out: Path, *extra: str) -> None:
+def _launch(out: Path, model_id: str, *extra: str) -> None:
     # loopback only: gloo otherwise picks the interface the host name resolves to, which sandboxes may lack
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", WORKSHOP_KO_TOKENIZER="whitespace",
                GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", "29561",
-           str(ROOT / "tests/helpers/dist_check.py"), str(out), *extra]
+           str(ROOT / "tests/helpers/dist_check.py"), str(out), model_id, *extra]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.slow
-def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_path):
-    _launch(tmp_path)
+def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_path, tiny_model):
+    _launch(tmp_path, tiny_model)  # the tiny random model: the same 4-bit + LoRA + Trainer path, in seconds
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 and "gloo" in r["backend"] for r in ranks)
     assert ranks[0]["digest"] == ranks[1]["digest"]  # DDP averaged the LoRA gradients
@@ -81,7 +81,7 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     assert sorted(p.name for p in (run / "checkpoint-2").glob("rng_state_*.pth")) == ["rng_state_0.pth",
                                                                                      "rng_state_1.pth"]
     # resume: both ranks continue from the same checkpoint, into one new run folder (the first run stays)
-    _launch(tmp_path, "resume", str(run / "checkpoint-2"))
+    _launch(tmp_path, tiny_model, "resume", str(run / "checkpoint-2"))
     resumed = [json.loads((tmp_path / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["steps"] == 3 and r["resumed_from"].endswith("checkpoint-2") for r in resumed)
     assert resumed[0]["digest"] == resumed[1]["digest"] != ranks[0]["digest"]
@@ -91,7 +91,7 @@ def test_two_process_training_same_lora_weights_adapter_loads_and_resumes(tmp_pa
     from workshop_utils.config import ModelSettings
     from workshop_utils.model.load import load_model
 
-    loaded = load_model(ModelSettings(), verbose=False)
+    loaded = load_model(ModelSettings(model_id=tiny_model), verbose=False)
     (resumed_run,) = [p for p in (tmp_path / "run").iterdir() if p.is_dir() and p != run]
     assert (run / "adapter" / "adapter_config.json").is_file()
     model = PeftModel.from_pretrained(loaded.model, str(resumed_run / "adapter"))

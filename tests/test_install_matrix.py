@@ -36,6 +36,7 @@ def dry_runs():
         raise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", lc.PYTHONS)
 def test_constraints_resolve_for_python(dry_runs, python):
     rc, err = dry_runs[python]
@@ -44,6 +45,7 @@ def test_constraints_resolve_for_python(dry_runs, python):
     assert rc == 0, f"Python {python}: constraints/py{python}.txt does not resolve\n{err[-3000:]}"
 
 
+@pytest.mark.slow
 def test_torch_pin_has_wheels_for_every_python():
     if not lc.registry_reachable():
         pytest.skip("패키지 인덱스에 접속할 수 없음 (skipped, not passed)")

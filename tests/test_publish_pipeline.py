@@ -24,12 +24,14 @@ def test_merge_memory_for_exaone_is_stated():
 
 
 @pytest.mark.slow
-def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, capsys):
+def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, capsys, tiny_model):
     from workshop_utils.config import load_config
     from workshop_utils.pipeline import run
 
     monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
-    cfg = load_config(size="tiny", build_dir=str(tmp_path / "build"))
+    # the tiny random model: this checks the pipeline's files and keys (notebooks 03 and 04 train and evaluate
+    # the offline model through the same functions)
+    cfg = load_config(size="tiny", build_dir=str(tmp_path / "build"), **{"model.model_id": tiny_model})
     cfg.eval.settings = ["golden_distractors", "rag_topk"]
     summary = run(cfg, progress=False)
     out = capsys.readouterr().out

@@ -137,10 +137,10 @@ def test_bad_cli_input_gets_one_line_and_a_nonzero_exit(tmp_path, capsys, custom
 
 
 @pytest.mark.slow
-def test_prepare_then_train_with_data_uses_exactly_that_folder(tmp_path, capsys, custom_data):
+def test_prepare_then_train_with_data_uses_exactly_that_folder(tmp_path, capsys, custom_data, tiny_model):
     before = tree_digest(custom_data)
     build = tmp_path / "build"
-    code = main(["train", "--size", "tiny", "--build-dir", str(build), "--data", str(custom_data),
+    code = main(["train", "--size", "tiny", "--model", tiny_model, "--build-dir", str(build), "--data", str(custom_data),
                  "--max-steps", "2", "--train.eval_steps", "0", "--train.save_steps", "2"])
     out = capsys.readouterr().out
     assert code == 0 and str(custom_data) in out
@@ -156,11 +156,12 @@ def test_prepare_then_train_with_data_uses_exactly_that_folder(tmp_path, capsys,
     assert "data_dir: " + str(custom_data) in (run / "config.yaml").read_text(encoding="utf-8")
 
 
-def _train(cfg, splits, tokenizer, **kw):
+def _train(cfg, splits, **kw):
     from workshop_utils.model.load import load_model
     from workshop_utils.train.trainer import train
 
-    return train(load_model(cfg.model, verbose=False).model, tokenizer, splits, cfg, **kw)
+    loaded = load_model(cfg.model, verbose=False)
+    return train(loaded.model, loaded.tokenizer, splits, cfg, **kw)
 
 
 SHORT = [{"id": f"s{i}", "instruction": "문맥을 읽고 답하세요.", "context": [f"문서 {i}: 값은 {i}입니다."],
@@ -168,11 +169,11 @@ SHORT = [{"id": f"s{i}", "instruction": "문맥을 읽고 답하세요.", "conte
 
 
 @pytest.mark.slow
-def test_resume_takes_only_a_checkpoint_of_the_same_data_and_settings(tmp_path, tokenizer, capsys):
+def test_resume_takes_only_a_checkpoint_of_the_same_data_and_settings(tmp_path, tiny_model, capsys):
     from workshop_utils.train.runs import list_runs
 
     cfg = load_config("tiny", build_dir=str(tmp_path), **{"train.max_steps": 4, "train.save_steps": 2,
-                                                          "train.eval_steps": 0})
+                                                          "train.eval_steps": 0, "model.model_id": tiny_model})
     splits = {"train": SHORT, "validation": []}
 
     class Stop(Exception):
@@ -186,25 +187,25 @@ def test_resume_takes_only_a_checkpoint_of_the_same_data_and_settings(tmp_path, 
                 raise Stop
 
     with pytest.raises(Stop):
-        _train(cfg, splits, tokenizer, resume=False, callbacks=[StopAt3()])
+        _train(cfg, splits, resume=False, callbacks=[StopAt3()])
     (first,) = list_runs(cfg)
     ckpt = first.checkpoints()[-1]
     assert json.loads((ckpt / "workshop_run.json").read_text())["identity"]["fingerprint"] == first.fingerprint
     other = {"train": [dict(ex, answer="다른 답") for ex in SHORT], "validation": []}
     with pytest.raises(WorkshopError, match="다른 데이터/설정"):
-        _train(cfg, other, tokenizer, resume=str(ckpt))
+        _train(cfg, other, resume=str(ckpt))
     # auto: the unfinished run holds other data, so a new run starts and says why
-    _, res = _train(cfg, other, tokenizer, resume="auto")
+    _, res = _train(cfg, other, resume="auto")
     assert res.resumed_from is None and res.run_dir != str(first.path)
     assert "데이터/설정이 달라 이어서 학습하지 않습니다" in capsys.readouterr().out
     # the same data and settings: the unfinished run continues where it stopped
-    _, res = _train(cfg, splits, tokenizer, resume="auto")
+    _, res = _train(cfg, splits, resume="auto")
     assert res.run_dir == str(first.path) and res.resumed_from.endswith("checkpoint-2") and res.steps == 4
     assert len(list_runs(cfg)) == 2 and all(r.complete for r in list_runs(cfg))
 
 
 @pytest.mark.slow
-def test_sigint_stops_at_a_checkpoint_and_resume_reaches_the_same_step(tmp_path):
+def test_sigint_stops_at_a_checkpoint_and_resume_reaches_the_same_step(tmp_path, tiny_model):
     """Ctrl-C mid-run (a real SIGINT to a training process) loses nothing: the step it was in is
     checkpointed, the message says how to continue, and `--resume auto` finishes the run."""
     script = textwrap.dedent(f"""
@@ -220,7 +221,8 @@ def test_sigint_stops_at_a_checkpoint_and_resume_reaches_the_same_step(tmp_path)
         import workshop_utils.train.trainer as t
         real = t.build_trainer
         t.build_trainer = lambda *a, callbacks=None, **k: real(*a, callbacks=[*(callbacks or []), CtrlC()], **k)
-        sys.exit(main(["train", "--size", "tiny", "--build-dir", {str(tmp_path)!r}, "--max-steps", "5",
+        sys.exit(main(["train", "--size", "tiny", "--model", {tiny_model!r}, "--build-dir", {str(tmp_path)!r},
+                       "--max-steps", "5",
                        "--train.save_steps", "10", "--train.eval_steps", "0", "--resume", "auto"]))
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

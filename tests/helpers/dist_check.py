@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under `accelerate launch --cpu --num_processes 2` (gloo).
 
-Trains the offline model in tiny size with the workshop's own `train` for a 3-step run that stops
-after step 2 (or, with "resume <checkpoint>", continues from that checkpoint in a new run folder, since
+Usage: dist_check.py OUT MODEL [resume CHECKPOINT]. Trains MODEL (the test passes the tiny random model: this
+checks the processes' plumbing, not learning) in tiny size with the workshop's own `train` for a 3-step run that
+stops after step 2 (or, with "resume <checkpoint>", continues from that checkpoint in a new run folder, since
 the first run is finished), records each rank's LoRA weights, and lets rank 0 write the adapter.
 """
 import hashlib
@@ -19,11 +20,12 @@ from workshop_utils.model.load import load_model
 from workshop_utils.runtime.distributed import dist_info, main_process_first
 from workshop_utils.train.trainer import train
 
-out = Path(sys.argv[1])
-resume = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "resume" else False
+out, model_id = Path(sys.argv[1]), sys.argv[2]
+resume = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "resume" else False
 info = dist_info()
 cfg = load_config("tiny", **{"train.max_steps": 3, "train.eval_steps": 0, "train.save_steps": 1,
-                             "train.output_dir": str(out / "run"), "build_dir": str(out / "build")})
+                             "train.output_dir": str(out / "run"), "build_dir": str(out / "build"),
+                             "model.model_id": model_id})
 with main_process_first():
     splits = load_splits(cfg)
 loaded = load_model(cfg.model, verbose=info.is_main)
