@@ -78,21 +78,10 @@ def test_offline_model_loads_in_4bit_and_prints_its_choice(offline_dir, capsys):
     assert loaded.model.config.model_type == "llama"
 
 
-def tiny_settings(model_id: str):
-    settings = load_config(size="tiny").model
-    settings.model_id = model_id
-    return settings
-
-
-# The repacking hazard is bitsandbytes' (every Linear4bit on the CPU, whatever the model): the two tests below
-# use the tiny random model (3 layers x 7 projections, all of them 4-bit), the offline model's 4-bit load is
-# checked above.
-def test_inference_then_training_gradients_match_a_fresh_model(tiny_model, avx512bf16_cpu):
+def test_inference_then_training_gradients_match_a_fresh_model(offline_dir, tokenizer, avx512bf16_cpu):
     """The hazard made impossible: a model from load_model may generate first and train after."""
-    loaded = load_model(tiny_settings(tiny_model), verbose=False)
-    tokenizer = loaded.tokenizer
-    fresh = lora_grads(loaded.model, tokenizer)
-    used = load_model(tiny_settings(tiny_model), verbose=False).model
+    fresh = lora_grads(load_model(load_config(size="tiny").model, verbose=False).model, tokenizer)
+    used = load_model(load_config(size="tiny").model, verbose=False).model
     used.eval()
     with torch.no_grad():
         used.generate(**tokenizer(["안녕하세요"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
@@ -102,18 +91,14 @@ def test_inference_then_training_gradients_match_a_fresh_model(tiny_model, avx51
     assert torch.equal(fresh, after)
 
 
-def test_repacked_model_is_refused_and_its_gradients_are_wrong(tiny_model, avx512bf16_cpu):
+def test_repacked_model_is_refused_and_its_gradients_are_wrong(offline_dir, tokenizer, avx512bf16_cpu):
     """Loaded the seed's way on an AVX512-BF16 CPU, one eval forward repacks the weights."""
-    from workshop_utils.model.load import model_path, resolve_model
-
-    path = model_path(resolve_model(tiny_settings(tiny_model)), verbose=False)
-    tokenizer = load_model(tiny_settings(tiny_model), verbose=False).tokenizer
-    fresh = lora_grads(raw_4bit(path), tokenizer)
-    m = raw_4bit(path)
+    fresh = lora_grads(raw_4bit(str(offline_dir)), tokenizer)
+    m = raw_4bit(str(offline_dir))
     m.eval()
     with torch.no_grad():
         m(**tokenizer(["안녕하세요"], return_tensors="pt"))
-    assert len(repacked_4bit_modules(m)) == 3 * 7  # every 4-bit projection of the 3 layers
+    assert len(repacked_4bit_modules(m)) == 30 * 7
     with pytest.raises(RepackedModelError, match="load_model"):
         assert_trainable_4bit(m)
     wrong = lora_grads(m, tokenizer)
