@@ -133,12 +133,24 @@ def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bo
     return model, plan, kernels
 
 
+def _packed_batches(device: str):
+    """Three packed batches of random sequences (other lengths and counts), the last quarter labelled."""
+    from workshop_utils.data.prompts import IGNORE_INDEX
+    from workshop_utils.train.collators import FlatteningCollator
+
+    g = torch.Generator().manual_seed(1)
+    for lens in ((300, 500, 200), (700, 150), (90, 410, 260, 333)):
+        feats = []
+        for n in lens:
+            ids = torch.randint(10, 40000, (n,), generator=g).tolist()
+            feats.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - n // 4) + ids[n - n // 4:]})
+        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in FlatteningCollator(0, seq_lens=True)(feats).items()}
+
+
 def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
     """Compiled vs eager on a small random EXAONE on CUDA: loss and LoRA gradients, graphs, recompiles."""
     import torch._dynamo
 
-    from workshop_utils.data.prompts import IGNORE_INDEX
-    from workshop_utils.train.collators import FlatteningCollator
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.kernels import liger_available
     from workshop_utils.train.loss import fast_completion_loss
@@ -157,15 +169,8 @@ def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
             model, plan, kernels = _fast_model(dtype, attention, True, keep, liger)
             row.update(compiled=plan.compile_layers, check=plan.reasons.get("compile"), kernels=kernels)
             amp = torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32")
-            g = torch.Generator().manual_seed(1)
             worst_loss = worst_grad = 0.0
-            for lens in ((300, 500, 200), (700, 150), (90, 410, 260, 333)):
-                feats = []
-                for n in lens:
-                    ids = torch.randint(10, 40000, (n,), generator=g).tolist()
-                    feats.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - n // 4) + ids[n - n // 4:]})
-                batch = {k: v.to(device) if torch.is_tensor(v) else v
-                         for k, v in FlatteningCollator(0, seq_lens=True)(feats).items()}
+            for batch in _packed_batches(device):
                 res = []
                 for m in (eager, model):
                     m.zero_grad(set_to_none=True)
@@ -200,8 +205,6 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
     same model without checkpointing (same seed: the same dropout masks), three packed batches."""
     import torch._dynamo
 
-    from workshop_utils.data.prompts import IGNORE_INDEX
-    from workshop_utils.train.collators import FlatteningCollator
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.apply import set_checkpointing
     from workshop_utils.train.loss import fast_completion_loss
@@ -221,15 +224,8 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
             offload = model.get_base_model()._workshop_activation_offload
             copies = offload.copies  # the compiled layers' set-up check went through it too
             amp = torch.autocast(device, dtype=getattr(torch, dtype))
-            g = torch.Generator().manual_seed(1)
             worst_loss = worst_grad = 0.0
-            for lens in ((300, 500, 200), (700, 150), (90, 410, 260, 333)):
-                feats = []
-                for n in lens:
-                    ids = torch.randint(10, 40000, (n,), generator=g).tolist()
-                    feats.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - n // 4) + ids[n - n // 4:]})
-                batch = {k: v.to(device) if torch.is_tensor(v) else v
-                         for k, v in FlatteningCollator(0, seq_lens=True)(feats).items()}
+            for batch in _packed_batches(device):
                 res = []
                 for layers in (2, 0):  # offloaded checkpointing, then the same layers kept
                     set_checkpointing(model, layers)

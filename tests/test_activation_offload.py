@@ -11,8 +11,8 @@ import gc
 import pytest
 import torch
 
-from workshop_utils.config import LoraSettings, ModelSettings, load_config
-from workshop_utils.data.prompts import IGNORE_INDEX
+from tests.helpers.fastpath_batches import features, lora_model, loss_and_grads
+from workshop_utils.config import load_config
 from workshop_utils.model.attention import VARLEN_ATTENTION
 from workshop_utils.model.lora import decoder_layers
 from workshop_utils.model.shape import EXAONE_7_8B
@@ -21,13 +21,13 @@ from workshop_utils.train.collators import FlatteningCollator
 from workshop_utils.train.fastpath import compile as fastpath_compile
 from workshop_utils.train.fastpath import offload as offload_mod
 from workshop_utils.train.fastpath import plan as plan_mod
-from workshop_utils.train.fastpath.apply import prepare_fast_model, set_checkpointing
-from workshop_utils.train.fastpath.offload import ActivationOffload, set_activation_offload
-from workshop_utils.train.fastpath.plan import FastPlan, plan_fast_path
-from workshop_utils.train.loss import fast_completion_loss
+from workshop_utils.train.fastpath.apply import set_checkpointing
+from workshop_utils.train.fastpath.offload import (
+    ActivationOffload,
+    set_activation_offload,
+)
+from workshop_utils.train.fastpath.plan import plan_fast_path
 from workshop_utils.train.memory import estimate
-
-TINY = "random:exaone:layers=3,hidden=64,intermediate=128,heads=4,kv_heads=2"
 
 
 @pytest.fixture(autouse=True)
@@ -41,40 +41,6 @@ def cpu_compiler(monkeypatch):
     torch._dynamo.reset()
 
 
-def features(lens, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for n in lens:
-        ids = torch.randint(10, 40000, (n,), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n - n // 4) + ids[n - n // 4:]})
-    return out
-
-
-def lora_model(compile_layers: bool, checkpoint_layers: int, offload: bool, dropout: float = 0.05):
-    from workshop_utils.model.load import load_model
-
-    loaded = load_model(ModelSettings(model_id=TINY, compute_dtype="float32"), verbose=False)
-    torch.manual_seed(0)
-    plan = FastPlan(True, mode="budget", padding_free=True, attention=VARLEN_ATTENTION, num_layers=3,
-                    checkpoint_layers=checkpoint_layers, upcast_non_4bit=False, compile_layers=compile_layers,
-                    offload_activations=offload)
-    model, _ = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=dropout))
-    g = torch.Generator().manual_seed(2)
-    for n, p in sorted(model.named_parameters()):  # non-zero B so that every LoRA matrix gets a gradient
-        if "lora_B" in n:
-            p.data = torch.randn(p.shape, generator=g) * 0.05
-    model.train()
-    return model, plan, loaded.tokenizer
-
-
-def loss_and_grads(model, batch, seed=0):
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)
-    loss, _ = fast_completion_loss(model, batch)
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def assert_same(got, ref, rtol=1e-5, atol=1e-7):
     assert got.keys() == ref.keys() and len(ref) == 3 * 4 * 2
     for n in ref:
@@ -84,7 +50,7 @@ def assert_same(got, ref, rtol=1e-5, atol=1e-7):
 
 @pytest.mark.parametrize("compile_layers", [False, True], ids=["eager", "compiled"])
 def test_offloaded_checkpointing_gives_the_gradients_of_no_checkpointing(monkeypatch, compile_layers):
-    model, plan, tok = lora_model(compile_layers, 3, offload=True)
+    model, plan, tok = lora_model(compile_layers, 3, VARLEN_ATTENTION, dropout=0.05, offload_activations=True)
     assert plan.compile_layers == compile_layers
     offload = model.get_base_model()._workshop_activation_offload
     assert isinstance(offload, ActivationOffload)
@@ -117,7 +83,7 @@ def test_offloaded_checkpointing_gives_the_gradients_of_no_checkpointing(monkeyp
 
 
 def test_offload_of_some_layers_matches_plain_checkpointing_of_the_same_layers():
-    model, _, tok = lora_model(False, 2, offload=True)
+    model, _, tok = lora_model(False, 2, VARLEN_ATTENTION, dropout=0.05, offload_activations=True)
     batch = FlatteningCollator(tok.pad_token_id, seq_lens=True)(features((30, 12)))
     loss_off, got = loss_and_grads(model, batch, seed=3)
     set_checkpointing(model, 2)  # transformers' own (non-reentrant) checkpointing of the same two layers
