@@ -147,13 +147,37 @@ def _packed_batches(device: str):
         yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in FlatteningCollator(0, seq_lens=True)(feats).items()}
 
 
+def _loss_and_grads(model, batch, amp, seed: int | None = None) -> tuple[float, dict]:
+    """One forward + backward of the fast path's loss: (loss, LoRA gradients in fp32)."""
+    from workshop_utils.train.loss import fast_completion_loss
+
+    model.zero_grad(set_to_none=True)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with amp:
+        loss, _ = fast_completion_loss(model, batch)
+    loss.backward()
+    return loss.item(), {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _worst_errors(device: str, pair) -> tuple[float, float]:
+    """Worst relative loss and LoRA-gradient differences over _packed_batches; `pair(batch)` returns the reference's
+    and the checked path's (loss, gradients)."""
+    worst_loss = worst_grad = 0.0
+    for batch in _packed_batches(device):
+        (ref_loss, ref), (got_loss, got) = pair(batch)
+        worst_loss = max(worst_loss, abs(got_loss - ref_loss) / abs(ref_loss))
+        worst_grad = max(worst_grad, max(((got[n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-12)).item()
+                                         for n in ref))
+    return worst_loss, worst_grad
+
+
 def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
     """Compiled vs eager on a small random EXAONE on CUDA: loss and LoRA gradients, graphs, recompiles."""
     import torch._dynamo
 
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.kernels import liger_available
-    from workshop_utils.train.loss import fast_completion_loss
 
     liger = liger_available()
     cases = [c for c in (cases or CASES) if liger or not c[3]]
@@ -169,25 +193,13 @@ def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
             model, plan, kernels = _fast_model(dtype, attention, True, keep, liger)
             row.update(compiled=plan.compile_layers, check=plan.reasons.get("compile"), kernels=kernels)
             amp = torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32")
-            worst_loss = worst_grad = 0.0
-            for batch in _packed_batches(device):
-                res = []
-                for m in (eager, model):
-                    m.zero_grad(set_to_none=True)
-                    with amp:
-                        loss, _ = fast_completion_loss(m, batch)
-                    loss.backward()
-                    res.append((loss.item(), {n: p.grad.float() for n, p in m.named_parameters() if p.requires_grad}))
-                (ref_loss, ref), (got_loss, got) = res
-                worst_loss = max(worst_loss, abs(got_loss - ref_loss) / abs(ref_loss))
-                worst_grad = max(worst_grad, max(((got[n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-12)).item()
-                                                 for n in ref))
+            worst_loss, worst_grad = _worst_errors(device, lambda b: [_loss_and_grads(m, b, amp) for m in (eager, model)])
             compiled = model.get_base_model()._workshop_compiled
             row.update(loss_rel_err=worst_loss, grad_rel_err=worst_grad,
                        **({"stats": compiled.stats()} if compiled is not None else {}))
             graphs = (row.get("stats") or {}).get("graphs", 0)
             row["ok"] = bool(plan.compile_layers and graphs >= 1 and worst_loss < 1e-2 and worst_grad < 5e-2)
-            del eager, model
+            eager = model = None  # free the GPU memory before the next case
         except Exception as err:  # noqa: BLE001
             row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -207,7 +219,6 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
 
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.apply import set_checkpointing
-    from workshop_utils.train.loss import fast_completion_loss
 
     rows = []
     for dtype, attention, compile_layers in (("bfloat16", "workshop_varlen", True),
@@ -224,28 +235,19 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
             offload = model.get_base_model()._workshop_activation_offload
             copies = offload.copies  # the compiled layers' set-up check went through it too
             amp = torch.autocast(device, dtype=getattr(torch, dtype))
-            worst_loss = worst_grad = 0.0
-            for batch in _packed_batches(device):
-                res = []
-                for layers in (2, 0):  # offloaded checkpointing, then the same layers kept
-                    set_checkpointing(model, layers)
-                    if layers:
-                        for block in model.get_base_model().model.layers:
-                            block._gradient_checkpointing_func = offload.checkpoint
-                    model.zero_grad(set_to_none=True)
-                    torch.manual_seed(7)
-                    with amp:
-                        loss, _ = fast_completion_loss(model, batch)
-                    loss.backward()
-                    res.append((loss.item(), {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}))
-                (got_loss, got), (ref_loss, ref) = res
-                worst_loss = max(worst_loss, abs(got_loss - ref_loss) / abs(ref_loss))
-                worst_grad = max(worst_grad, max(((got[n] - ref[n]).abs().max() / ref[n].abs().max().clamp_min(1e-12)).item()
-                                                 for n in ref))
+
+            def offloaded_then_kept(batch):  # the same seed: the same dropout masks
+                set_checkpointing(model, 2)
+                offload.attach(model, 2)
+                got = _loss_and_grads(model, batch, amp, seed=7)
+                set_checkpointing(model, 0)
+                return _loss_and_grads(model, batch, amp, seed=7), got
+
+            worst_loss, worst_grad = _worst_errors(device, offloaded_then_kept)
             row.update(copies=offload.copies - copies, loss_rel_err=worst_loss, grad_rel_err=worst_grad,
                        compile_check=plan.reasons.get("compile"))
             row["ok"] = bool(row["copies"] == 6 and worst_loss < 1e-2 and worst_grad < 5e-2)
-            del model
+            model = offload = None  # free the GPU memory before the next case
         except Exception as err:  # noqa: BLE001
             row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         row["seconds"] = round(time.perf_counter() - t0, 1)

@@ -55,6 +55,12 @@ OFFLOAD_IN_FLIGHT = 2
 FUSED_LOSS_BUFFER = 256 * 1024**2  # Liger's fused linear cross-entropy works in chunks of logits
 
 
+def checkpoint_input_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> int:
+    """What a checkpointed layer keeps for its backward: only its input (on the GPU, or in CPU memory when
+    ActivationOffload moves it there)."""
+    return s.hidden * bytes_per_value * tokens
+
+
 def vocab_gib(shape: Shape, bytes_per_value: int = 2) -> float:
     """GiB of the input embedding and lm_head in 16 bits (one table if tied)."""
     return shape.vocab * shape.hidden * bytes_per_value * (1 if shape.tied_embeddings else 2) / GIB
@@ -86,7 +92,7 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
     lora = s.lora_params(r, list(targets)) * (4 + 4 + opt_bytes)  # fp32 weights + grads + optimizer state
     full = (layer_activation_bytes_per_token(s, bytes_per_value) * tokens
             * (ACTIVATION_CALIBRATION_COMPILED if compiled else ACTIVATION_CALIBRATION))
-    kept = s.hidden * bytes_per_value * tokens  # a checkpointed layer keeps only its input
+    kept = checkpoint_input_bytes(s, tokens, bytes_per_value)
     ck = min(max(checkpoint_layers, 0), s.layers)
     kept_layers = min(ck, OFFLOAD_IN_FLIGHT) if offload_activations else ck
     parts = {"weights": weights, "lora+grad+optim": lora, "activations": (s.layers - ck) * full + kept_layers * kept,

@@ -30,8 +30,8 @@ LATEST = "latest"
 # training settings that do not change what is learned (cadence, logging, how the GPU computes it)
 NOT_IDENTITY = {"output_dir", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "report_to",
                 "eval_max_examples", "early_stopping_patience", "early_stopping_threshold", "fast_path", "padding_free",
-                "liger_kernels", "memory_mode", "memory_budget_gib", "offload_vocab", "offload_activations", "gradient_checkpointing",
-                "per_device_eval_batch_size"}
+                "liger_kernels", "memory_mode", "memory_budget_gib", "offload_vocab", "offload_activations",
+                "gradient_checkpointing", "per_device_eval_batch_size"}
 
 
 @dataclass

@@ -106,7 +106,7 @@ class ActivationOffload:
     `checkpoint(fn, hidden, *args)` has the signature of transformers' `_gradient_checkpointing_func`. The
     recomputation runs the same code as the forward (the compiled layer's training graph), under the forward's
     autocast state and with its RNG state restored, so LoRA dropout draws the same masks: loss and gradients
-    are those of plain checkpointing (tests/test_fastpath.py). Single process only (as VocabOffload): the
+    are those of plain checkpointing (tests/test_activation_offload.py). Single process only (as VocabOffload): the
     recomputation happens inside autograd's backward of the layer (reentrant), which DDP's hooks do not
     expect. On the CPU the "offload" is a copy in CPU memory (the same code path, for the tests).
     """
@@ -115,6 +115,12 @@ class ActivationOffload:
         self.stream = None  # the side stream for the copies (CUDA)
         self.last = None  # weakref to the newest saved input: the backward prefetches along these links
         self.copies = 0  # inputs saved (counted for the printout and tests)
+
+    def attach(self, model, layers: int) -> "ActivationOffload":
+        """The first `layers` decoder layers (the checkpointed ones) checkpoint through this offload."""
+        for block in decoder_layers(model)[:layers]:
+            block._gradient_checkpointing_func = self.checkpoint
+        return self
 
     def checkpoint(self, fn, hidden, *args):
         if any(torch.is_tensor(a) and a.requires_grad for a in args):  # only the hidden state is offloaded
@@ -203,9 +209,4 @@ class _OffloadedCheckpoint(torch.autograd.Function):
 def set_activation_offload(model, layers: int) -> ActivationOffload | None:
     """The first `layers` decoder layers (the checkpointed ones, fastpath/apply.set_checkpointing) keep their
     inputs in CPU memory (ActivationOffload); 0 = none. Returns the offload (its `copies` count)."""
-    if layers <= 0:
-        return None
-    offload = ActivationOffload()
-    for block in decoder_layers(model)[:layers]:
-        block._gradient_checkpointing_func = offload.checkpoint
-    return offload
+    return ActivationOffload().attach(model, layers) if layers > 0 else None

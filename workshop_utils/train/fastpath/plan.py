@@ -14,7 +14,7 @@ from ...model.shape import Shape
 from ...runtime import device as runtime_device
 from ...runtime.distributed import dist_info
 from ..collators import PAD_MULTIPLE
-from ..memory import estimate, vocab_gib
+from ..memory import checkpoint_input_bytes, estimate, vocab_gib
 from .compile import compile_choice
 from .kernels import liger_available
 
@@ -256,7 +256,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
                         offload_activations=act)["total"]
 
     def pinned_gib(m, ck):  # CPU memory the offloaded inputs take
-        return ck * shape.hidden * 2 * micro_batch_tokens(m, mean_tokens, p90_tokens) / 1024**3
+        return ck * checkpoint_input_bytes(shape, micro_batch_tokens(m, mean_tokens, p90_tokens)) / 1024**3
 
     def cost(choice):
         m, ck, off, act = choice
@@ -266,10 +266,10 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     if not budget_gib:  # CPU (no budget): the configured batch, checkpointing as set (default off)
         best = (t.per_device_train_batch_size, fixed_ck or 0, False, False)
     else:
+        options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
         for m in (d for d in range(min(effective, 16), 0, -1) if effective % d == 0):
             for off in offloads:
                 for act in act_offloads:
-                    options = [fixed_ck] if fixed_ck is not None else range(0, shape.layers + 1)
                     ck = next((c for c in options if est(m, c, off, act) <= budget_gib), None)
                     if ck is None or (act and (not ck or pinned_gib(m, ck) > ACTIVATION_OFFLOAD_RAM_SHARE * ram_gib)):
                         continue
@@ -279,7 +279,6 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
             best = (1, shape.layers, offloads[-1], act_offloads[-1])
             r["memory"] = f"예산 {budget_gib:.1f} GiB에 맞는 구성이 없음: 가장 작은 구성으로 시도 (OOM 가능)"
     plan.micro_batch, plan.checkpoint_layers, plan.offload_vocab, plan.offload_activations = best
-    plan.offload_activations = plan.offload_activations and plan.checkpoint_layers > 0
     plan.grad_accum = max(1, effective // plan.micro_batch)
     if budget_gib:
         plan.estimate_gib = round(est(*best), 2)
