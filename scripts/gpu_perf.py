@@ -334,6 +334,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="build/gpu_perf", help="the bench's own folder (one JSON per recipe)")
     ap.add_argument("--budget", type=float, default=470, help="seconds for everything")
     ap.add_argument("--recipes", nargs="*", default=RECIPES)
+    ap.add_argument("--profile", nargs="*", default=[], help="recipes to profile one more step of (kernels, GPU idle)")
     ap.add_argument("--peer", nargs="*", default=[])
     ap.add_argument("--peer-kit", default=".peer")
     ap.add_argument("--peer-gpu", type=int, default=None, help="run the peer kit at the same time on this GPU")
@@ -381,7 +382,7 @@ def main(argv=None) -> int:
     torch.cuda.empty_cache()
     print(f"[gpu_perf] t={time.perf_counter() - t0:.0f}s checkpoint ready ({time.perf_counter() - t1:.0f}s)", flush=True)
     result = run_bench(args.recipes, steps=args.steps, warmup=args.warmup, out=Path(args.work) / "bench", isolate=True,
-                       peer=[] if side else args.peer, peer_kit=args.peer_kit,
+                       peer=[] if side else args.peer, peer_kit=args.peer_kit, profile=args.profile,
                        time_budget_s=max(60.0, args.budget - (time.perf_counter() - t0)))
     if side:
         print(f"[gpu_perf] t={time.perf_counter() - t0:.0f}s waiting for the peer kit (GPU {args.peer_gpu})", flush=True)

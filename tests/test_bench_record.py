@@ -26,7 +26,8 @@ def ratios(call):
 
 
 @pytest.mark.parametrize("call,expected", [("call2", (1.40, 1.30, 1.32)), ("call3", (1.30, 1.19, 1.29)),
-                                           ("call1_before_calibration", (1.29, 1.46, 1.27))])
+                                           ("call1_before_calibration", (1.29, 1.46, 1.27)),
+                                           ("call4_step_gaps", (1.30, 1.19, 1.30))])
 def test_quoted_ratios_are_the_recorded_ones(call, expected):
     assert tuple(round(x, 2) for x in ratios(call)) == expected
 
@@ -47,3 +48,21 @@ def test_benchmarks_table_quotes_the_record():
         assert r["t4"]["peak_allocated_gib"] <= 8 and r["t4"]["micro_batch"] == 8
         for name in ("budget8", "t4", "default", "hf_lean"):
             assert abs(r[name]["loss_step1"] / r["hf_gc"]["loss_step1"] - 1) < 1e-3, (call, name)
+
+
+def test_step_gaps_table_quotes_the_record():
+    """The fourth session's table (call 4): every row's tokens/s and peak memory from the record."""
+    doc = (ROOT / "docs/benchmarks.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### 이슈 17: GPU가 쉬는 곳을 재고 줄이기"):doc.index("### 이슈 17: 체크포인트한 층의 입력을 CPU 메모리에")]
+    r = rows("call4_step_gaps")
+    labels = {"default": "default (카드", "budget8": "budget8 (8 GiB", "t4": "t4 (16GB", "hf_lean": "hf_lean (",
+              "hf_gc": "hf_gc (", "peer:uns": "Unsloth `uns` ", "peer:uns+flat": "Unsloth `uns+flat` ",
+              "peer:uns+flat+fp16": "Unsloth `uns+flat+fp16`", "peer:uns+flat+nogc+bs16": "Unsloth `uns+flat+nogc+bs16`"}
+    assert set(labels) == set(r)
+    for recipe, label in labels.items():
+        line = next(x for x in section.splitlines() if x.startswith(f"| {label}"))
+        cells = [c.strip().strip("*") for c in line.split("|")[1:-1]]
+        assert int(cells[1].replace(",", "")) == round(r[recipe]["tokens_per_s"]), recipe
+        assert float(cells[2]) == pytest.approx(r[recipe]["peak_allocated_gib"], abs=0.005), recipe
+    for name in ("budget8", "t4", "default", "hf_lean"):
+        assert abs(r[name]["loss_step1"] / r["hf_gc"]["loss_step1"] - 1) < 1e-3, name

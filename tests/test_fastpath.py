@@ -19,12 +19,12 @@ from workshop_utils.model.attention import (
 from workshop_utils.model.attention_kernels import EFFICIENT_VARLEN_ATTENTION
 from workshop_utils.model.shape import EXAONE_7_8B
 from workshop_utils.runtime.device import DeviceChoice
-from workshop_utils.train.collators import CompletionCollator, FlatteningCollator
+from workshop_utils.train.collators import COMPLETION_POSITIONS, CompletionCollator, FlatteningCollator
 from workshop_utils.train.fastpath import plan as plan_mod
 from workshop_utils.train.fastpath.apply import prepare_fast_model, set_checkpointing
 from workshop_utils.train.fastpath.offload import VocabOffload
 from workshop_utils.train.fastpath.plan import FastPlan, plan_fast_path
-from workshop_utils.train.loss import fast_completion_loss
+from workshop_utils.train.loss import _labels_and_positions, fast_completion_loss
 from workshop_utils.train.memory import estimate
 
 TINY = "random:exaone:layers=3,hidden=64,intermediate=128,heads=4,kv_heads=2"
@@ -48,6 +48,17 @@ def test_flattening_collator_concatenates_and_restarts_positions():
     labels = batch["labels"][0]
     assert (labels != IGNORE_INDEX).sum() == 5 + 9 + 4 and (labels[81:] == IGNORE_INDEX).all()
     assert batch["input_ids"][0, 81:].eq(0).all()
+    # the positions whose logits the loss needs (t - 1 for every labelled t), found on the CPU
+    answers = [(0, 23, 5), (23, 41, 9), (64, 17, 4)]
+    assert batch[COMPLETION_POSITIONS].tolist() == [s + n - a - 1 + i for s, n, a in answers for i in range(a)]
+
+
+def test_loss_reads_the_collators_positions_and_does_not_pass_them_to_the_model():
+    batch = FlatteningCollator(pad_token_id=0, seq_lens=True)(features())
+    fwd, labels, keep = _labels_and_positions(batch)
+    assert COMPLETION_POSITIONS not in fwd and "labels" not in fwd and keep is batch[COMPLETION_POSITIONS]
+    del batch[COMPLETION_POSITIONS]  # a batch from elsewhere (CompletionCollator): computed from the labels
+    assert torch.equal(_labels_and_positions(batch)[2], keep)
 
 
 def test_flattening_collator_gives_varlen_boundaries_and_names_bad_examples():
@@ -142,6 +153,23 @@ def test_plan_uses_the_budget_no_checkpointing_with_room_partial_or_all_when_tig
     cfg.train.gradient_checkpointing = "5"
     fixed = plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1060, 1420, 120)
     assert fixed.checkpoint_layers == 5 and fixed.checkpointing == "5/32 layers"
+
+
+def test_plan_picks_fused_adamw_for_the_seeds_8bit_optimizer_where_the_state_fits():
+    from workshop_utils.train.fastpath.plan import FUSED_ADAMW, optimizer_choice
+
+    cfg = load_config("full")
+    assert cfg.train.optim == "paged_adamw_8bit"
+    for vram, dtype in ((140, torch.bfloat16), (15, torch.float16)):  # the card with room and the T4 mode
+        plan = plan_fast_path(cfg, cuda_device(vram, dtype), EXAONE_7_8B, 1060, 1420, 120)
+        assert plan.optim == FUSED_ADAMW and "fused AdamW" in plan.reasons["optim"], plan.reasons
+        assert plan.estimate_gib <= plan.budget_gib
+    params = EXAONE_7_8B.lora_params(16, ["q_proj", "k_proj", "v_proj", "o_proj"])
+    assert params == 13_631_488  # 104 MiB of fp32 moments
+    assert optimizer_choice("paged_adamw_8bit", True, params, room_gib=0.05)[0] is None  # 78 MiB more do not fit
+    assert optimizer_choice("paged_adamw_8bit", False, params, None)[0] is None  # CPU: as configured
+    cfg.train.optim = "adamw_8bit"  # any other choice is the user's
+    assert plan_fast_path(cfg, cuda_device(140), EXAONE_7_8B, 1060, 1420, 120).optim is None
 
 
 def test_16gb_mode_on_fp16_gpus():

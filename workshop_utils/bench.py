@@ -48,7 +48,8 @@ PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+'
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 # '+option' -> (TrainSettings field, value)
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
-           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off")}
+           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off"),
+           "fusedadam": ("optim", "adamw_torch_fused")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
@@ -215,10 +216,115 @@ class StepProfiler:
                     prof.prof.__exit__(None, None, None)
                     key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
                     table = prof.prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
+                    if torch.cuda.is_available():
+                        table += "\n" + prof.idle_report()
                     prof.path.write_text(table)
-                    print(table[:6000])
+                    print(table[:9000])
 
         self.callback = _CB()
+
+    def idle_report(self) -> str:
+        """GPU idle time in the profiled step (idle_gaps); the chrome trace is kept beside it, gzipped."""
+        import gzip
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self.prof.export_chrome_trace(str(trace))
+            raw = trace.read_bytes()
+        with gzip.open(self.path.with_suffix(".trace.json.gz"), "wb") as f:
+            f.write(raw)
+        return format_idle_gaps(idle_gaps(json.loads(raw)["traceEvents"]))
+
+
+# --- where the GPU waits: idle gaps in a profiled step --------------------------------------------------
+GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+CPU_CATEGORIES = ("cpu_op", "user_annotation", "python_function")
+
+
+def idle_gaps(events: list[dict], min_us: float = 50.0) -> dict:
+    """The GPU's idle time within a profiled window (torch.profiler's chrome-trace events).
+
+    Busy = the union of kernel/memcpy/memset intervals on all streams; the window runs from the first
+    CPU event to the last CPU event's end. Each idle gap of at least `min_us` is charged to what the CPU
+    was doing when it launched the work that ended the gap: the chain of CPU ops (outermost first)
+    enclosing that launch on its thread. `waited_for_cpu`: the launch came after the gap began (the GPU
+    waited for the host), else the work was queued but held back (a stream wait, a copy from pageable
+    memory). Returns {window_us, busy_us, idle_us, gaps: [...], by_op: {outermost op: us}, syncs: {...}}.
+    """
+    import numpy as np
+
+    gpu = sorted((e["ts"], e["ts"] + e.get("dur", 0), e) for e in events
+                 if e.get("ph") == "X" and e.get("cat") in GPU_CATEGORIES)
+    cpu = [e for e in events if e.get("ph") == "X" and e.get("cat") in CPU_CATEGORIES]
+    if not gpu or not cpu:
+        return {"window_us": 0.0, "busy_us": 0.0, "idle_us": 0.0, "gaps": [], "by_op": {}, "syncs": {}}
+    start = min(e["ts"] for e in cpu)
+    end = max(e["ts"] + e.get("dur", 0) for e in cpu)
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    by_thread: dict = {}
+    for e in cpu:
+        by_thread.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    spans = {k: (np.array([e["ts"] for e in v], dtype=float), np.array([e["ts"] + e.get("dur", 0) for e in v], dtype=float))
+             for k, v in by_thread.items()}
+
+    def chain(at: float, thread) -> list[str]:
+        if thread not in spans:
+            return []
+        ts, te = spans[thread]
+        inside = [by_thread[thread][i] for i in np.flatnonzero((ts <= at) & (te >= at))]
+        inside.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))
+        return [e["name"] for e in inside]
+
+    gaps, busy, cursor = [], 0.0, start
+    for s, t, e in gpu:
+        s, t = max(s, start), min(t, end)
+        if t <= cursor:
+            continue
+        if s > cursor:
+            if s - cursor >= min_us:
+                launch = launches.get(e.get("args", {}).get("correlation"))
+                ops = chain(launch["ts"], (launch.get("pid"), launch.get("tid"))) if launch else []
+                gaps.append({"at_us": round(cursor - start, 1), "us": round(s - cursor, 1),
+                             "next": e.get("name", "")[:80], "ops": ops,
+                             "waited_for_cpu": bool(launch) and launch["ts"] > cursor})
+            busy += t - s
+        else:
+            busy += t - cursor
+        cursor = max(cursor, t)
+    if end - cursor >= min_us:
+        gaps.append({"at_us": round(cursor - start, 1), "us": round(end - cursor, 1), "next": "(end of window)",
+                     "ops": [], "waited_for_cpu": True})
+    by_op: dict[str, float] = {}
+    for g in gaps:
+        ops = g["ops"]
+        key = (ops[0] + (f" > {ops[-1]}" if len(ops) > 1 else "")) if ops else g["next"]
+        by_op[key] = by_op.get(key, 0.0) + g["us"]
+    syncs: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "cuda_runtime" and "Synchronize" in e.get("name", "") and start <= e["ts"] <= end:
+            syncs[e["name"]] = syncs.get(e["name"], 0.0) + e.get("dur", 0)
+    window = end - start
+    return {"window_us": round(window, 1), "busy_us": round(busy, 1), "idle_us": round(window - busy, 1),
+            "gaps": sorted(gaps, key=lambda g: -g["us"]),
+            "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "syncs": syncs}
+
+
+def format_idle_gaps(report: dict, top: int = 25) -> str:
+    """A few lines: busy/idle totals, idle time by the outermost CPU op, the largest gaps with their ops."""
+    w = report["window_us"] or 1.0
+    lines = [f"window {w / 1e3:.1f} ms, GPU busy {report['busy_us'] / 1e3:.1f} ms, idle {report['idle_us'] / 1e3:.1f} ms"
+             f" ({100 * report['idle_us'] / w:.1f}%); gaps >= threshold: {len(report['gaps'])}, "
+             f"{sum(g['us'] for g in report['gaps']) / 1e3:.1f} ms"]
+    lines += [f"  idle under {op[:90]}: {us / 1e3:.2f} ms" for op, us in list(report["by_op"].items())[:12]]
+    lines += [f"  sync {name}: {us / 1e3:.2f} ms" for name, us in report["syncs"].items()]
+    for g in report["gaps"][:top]:
+        ops = g["ops"]
+        where = " > ".join(ops[:3] + (["..."] if len(ops) > 5 else []) + ops[max(3, len(ops) - 2):])
+        lines.append(f"  {g['us'] / 1e3:7.2f} ms at {g['at_us'] / 1e3:8.1f} ms {'cpu ' if g['waited_for_cpu'] else 'wait'}"
+                     f" next={g['next'][:50]} | {where[:260]}")
+    return "\n".join(lines)
 
 
 def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: int, out_dir: Path,
@@ -287,6 +393,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             dtype=cfg.model.compute_dtype if cfg.model.compute_dtype != "auto" else "bfloat16",
             offload_vocab=plan.offload_vocab if plan.enabled else False,
             offload_activations=plan.offload_activations if plan.enabled else False,
+            optim=(plan.optim if plan.enabled and plan.optim else cfg.train.optim),
             estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
             model_gib=model_gib, compile_layers=plan.compile_layers if plan.enabled else False,
             compile_reason=plan.reasons.get("compile") if plan.enabled else None)

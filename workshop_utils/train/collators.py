@@ -8,6 +8,15 @@ import torch
 
 from ..data.prompts import IGNORE_INDEX
 
+COMPLETION_POSITIONS = "completion_positions"
+
+
+def completion_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits predict a labelled token (t-1 for every t with label != -100), as the
+    union over the batch: passing them as `logits_to_keep` skips the lm_head on prompt positions."""
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    return keep
+
 
 class CompletionCollator:
     """Right-pads input_ids/labels; padding is masked by attention_mask and label -100."""
@@ -71,6 +80,9 @@ class FlatteningCollator:
             lens.append(filler)
         out = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
                "position_ids": torch.tensor([pos])}
+        # where the loss needs logits, found here on the CPU: on the GPU it would be a nonzero() that waits for
+        # everything queued before it (train/loss.py reads this key instead)
+        out[COMPLETION_POSITIONS] = completion_positions(out["labels"])
         if self.seq_lens:
             # transformers' names for varlen boundaries (forwarded to the attention function)
             out["cu_seq_lens_q"] = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)

@@ -6,13 +6,16 @@ import torch
 
 from ..data.prompts import IGNORE_INDEX
 from ..model.lora import base_model
+from .collators import COMPLETION_POSITIONS, completion_positions
 
 
-def completion_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Positions whose logits predict a labelled token (t-1 for every t with label != -100), as the
-    union over the batch: passing them as `logits_to_keep` skips the lm_head on prompt positions."""
-    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-    return keep
+def _labels_and_positions(inputs: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(the model's inputs, labels, completion positions): the positions the collator found on the CPU
+    (FlatteningCollator), else computed here."""
+    fwd = {k: v for k, v in inputs.items() if k not in ("labels", COMPLETION_POSITIONS)}
+    labels = inputs["labels"]
+    keep = inputs.get(COMPLETION_POSITIONS)
+    return fwd, labels, completion_positions(labels) if keep is None else keep.to(labels.device)
 
 
 def completion_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch.Tensor, object]:
@@ -21,9 +24,7 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None) -> tuple[torch
     Goes through the top-level forward (so DDP hooks and PEFT wrappers still run) with
     `logits_to_keep` = the completion positions; identical in value to the full computation.
     """
-    labels = inputs["labels"]
-    keep = completion_positions(labels)
-    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    fwd, labels, keep = _labels_and_positions(inputs)
     out = model(**fwd, logits_to_keep=keep, use_cache=False)
     logits = out.logits.float()
     targets = labels[:, keep + 1]
@@ -49,9 +50,7 @@ def fast_completion_loss(model, inputs: dict, num_items_in_batch=None):
 
     if not uses_liger_loss(model):
         return completion_loss(model, inputs, num_items_in_batch)
-    inputs = dict(inputs)
-    labels = inputs.pop("labels")
-    keep = completion_positions(labels)
+    inputs, labels, keep = _labels_and_positions(inputs)
     targets = labels[:, keep + 1]
     n = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     if torch.is_tensor(n):

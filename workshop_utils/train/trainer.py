@@ -195,6 +195,12 @@ class FastPathTrainer(CompletionOnlyTrainer):
     loss_fn = staticmethod(fast_completion_loss)
     fast_plan = None
 
+    def _prepare_input(self, data):
+        # the DataLoader pinned the batch: copy it without waiting, so that the CPU goes on issuing the forward
+        if isinstance(data, torch.Tensor) and data.device.type == "cpu" and data.is_pinned():
+            return data.to(self.args.device, non_blocking=True)
+        return super()._prepare_input(data)
+
     def train(self, *args, **kwargs):
         if self.fast_plan is not None and self.fast_plan.offload_vocab:
             with VocabOffload(self.model):
@@ -264,7 +270,11 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
                     else CompletionCollator(tokenizer.pad_token_id))
         # checkpointing is already set per layer; the Trainer would switch it on for all layers
         arg_overrides = {"per_device_train_batch_size": plan.micro_batch,
-                         "gradient_accumulation_steps": plan.grad_accum, **arg_overrides,
+                         "gradient_accumulation_steps": plan.grad_accum,
+                         **({"optim": plan.optim} if plan.optim else {}),
+                         # the filter checks every micro-batch's loss for NaN on the CPU (a wait for the GPU each
+                         # time); unfiltered, a NaN reaches the log, where NaNLossCallback reports it
+                         "logging_nan_inf_filter": False, **arg_overrides,
                          "gradient_checkpointing": False}
         trainer_cls = FastPathTrainer
     else:
