@@ -1,8 +1,6 @@
 """`workshop bench --profile`'s GPU idle analysis (bench.idle_gaps) on a hand-made trace: the busy time is the union of
 the kernels on all streams, each gap is charged to the CPU ops around the launch that ended it, and a gap whose work
 was queued before it began (a wait) is told apart from one where the GPU waited for the host."""
-import pytest
-
 from workshop_utils.bench import format_idle_gaps, idle_gaps
 
 

@@ -1,6 +1,9 @@
-"""VocabOffload: the embedding and lm_head in pinned CPU memory while not in use."""
+"""VocabOffload: the embedding and lm_head in pinned CPU memory while not in use; ActivationOffload: checkpointed
+layers' inputs there, and a recomputation without the one product backward does not read."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import weakref
 
 import torch
@@ -93,6 +96,61 @@ class _Saved:
         self.cpu, self.gpu, self.ready, self.prev = cpu, None, None, prev
 
 
+# --- the recomputation skips the one product whose value backward never reads --------------------------------
+# Decoder layers of the Llama form end with `hidden = residual + mlp.down_proj(act(gate) * up)`: backward needs
+# the gradient of down_proj's input (grad_out @ W, W frozen) but never the value of its output, which only feeds
+# the residual sum. The recomputation of a checkpointed layer therefore runs down_proj's 4-bit linear without
+# its product (EXAONE-7.8B: 27% of a layer's matmul work; a third of a fully checkpointed step's matmuls is
+# recomputation). Layers of another form (a norm after the MLP, Gemma's) keep the full recomputation.
+OUTPUT_UNUSED_LAYERS = ("LlamaDecoderLayer", "ExaoneDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer",
+                        "Qwen3DecoderLayer")
+
+
+def _output_unused_classes():
+    """(autograd function, Linear4bit subclass) for a recomputation whose down_proj output value is not read."""
+    global _OUTPUT_UNUSED
+    if _OUTPUT_UNUSED is None:
+        import bitsandbytes as bnb
+        from bitsandbytes.autograd._functions import MatMul4Bit
+
+        class ProductUnused4Bit(MatMul4Bit):
+            """bitsandbytes' 4-bit matmul with its backward (grad_A = grad @ dequantize(W)) and without the product
+            in the forward: the output is zeros of the right shape."""
+
+            @staticmethod
+            def forward(ctx, A, B, out=None, bias=None, quant_state=None):
+                ctx.is_empty = False
+                ctx.state = quant_state
+                ctx.dtype_A, ctx.dtype_B, ctx.dtype_bias = A.dtype, B.dtype, None
+                ctx.tensors = (None, B.view(-1, 1))
+                return A.new_zeros(*A.shape[:-1], quant_state.shape[0])
+
+        class RecomputedLinear4bit(bnb.nn.Linear4bit):
+            def forward(self, x):
+                inp_dtype = x.dtype
+                if self.compute_dtype is not None:
+                    x = x.to(self.compute_dtype)
+                return ProductUnused4Bit.apply(x, self.weight, None, None, self.weight.quant_state).to(inp_dtype)
+
+        _OUTPUT_UNUSED = ProductUnused4Bit, RecomputedLinear4bit
+    return _OUTPUT_UNUSED
+
+
+_OUTPUT_UNUSED = None
+
+
+def output_linear(layer):
+    """The frozen 4-bit linear whose output only feeds the layer's residual sum (down_proj of a Llama-form layer;
+    under LoRA its base layer), or None where that does not hold."""
+    if type(layer).__name__ not in OUTPUT_UNUSED_LAYERS:
+        return None
+    down = getattr(getattr(layer, "mlp", None), "down_proj", None)
+    down = getattr(down, "base_layer", down)
+    if type(down).__name__ != "Linear4bit" or down.bias is not None or getattr(down.weight, "quant_state", None) is None:
+        return None
+    return down
+
+
 class ActivationOffload:
     """Gradient checkpointing whose saved layer inputs wait in pinned CPU memory.
 
@@ -106,26 +164,44 @@ class ActivationOffload:
     `checkpoint(fn, hidden, *args)` has the signature of transformers' `_gradient_checkpointing_func`. The
     recomputation runs the same code as the forward (the compiled layer's training graph), under the forward's
     autocast state and with its RNG state restored, so LoRA dropout draws the same masks: loss and gradients
-    are those of plain checkpointing (tests/test_activation_offload.py). Single process only (as VocabOffload): the
-    recomputation happens inside autograd's backward of the layer (reentrant), which DDP's hooks do not
-    expect. On the CPU the "offload" is a copy in CPU memory (the same code path, for the tests).
+    are those of plain checkpointing (tests/test_activation_offload.py). Only down_proj's product, whose value
+    backward never reads, is not recomputed (output_linear; `skip_unused_product`). Single process only (as
+    VocabOffload): the recomputation happens inside autograd's backward of the layer (reentrant), which DDP's
+    hooks do not expect. On the CPU the "offload" is a copy in CPU memory (the same code path, for the tests).
     """
 
-    def __init__(self):
+    def __init__(self, skip_unused_product: bool = True):
         self.stream = None  # the side stream for the copies (CUDA)
         self.last = None  # weakref to the newest saved input: the backward prefetches along these links
         self.copies = 0  # inputs saved (counted for the printout and tests)
+        self.skip_unused_product = skip_unused_product  # recomputation without down_proj's product (above)
+        self.skipped = 0  # recomputations that skipped it
 
     def attach(self, model, layers: int) -> "ActivationOffload":
         """The first `layers` decoder layers (the checkpointed ones) checkpoint through this offload."""
         for block in decoder_layers(model)[:layers]:
-            block._gradient_checkpointing_func = self.checkpoint
+            unused = output_linear(block) if self.skip_unused_product else None
+            block._gradient_checkpointing_func = functools.partial(self.checkpoint, output_unused=unused)
         return self
 
-    def checkpoint(self, fn, hidden, *args):
+    def checkpoint(self, fn, hidden, *args, output_unused=None):
         if any(torch.is_tensor(a) and a.requires_grad for a in args):  # only the hidden state is offloaded
             return torch_checkpoint(fn, hidden, *args, use_reentrant=False)
-        return _OffloadedCheckpoint.apply(self, fn, hidden, *args)
+        return _OffloadedCheckpoint.apply(self, fn, output_unused, hidden, *args)
+
+    @contextlib.contextmanager
+    def recomputing(self, linear):
+        """While a layer is recomputed: its output linear (output_linear) skips the product."""
+        if linear is None:
+            yield
+            return
+        cls = type(linear)
+        linear.__class__ = _output_unused_classes()[1]
+        try:
+            yield
+        finally:
+            linear.__class__ = cls
+        self.skipped += 1
 
     # copies: out in the forward, back in the backward (prefetching the layer before)
     def save(self, hidden) -> _Saved:
@@ -175,9 +251,9 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
 
 class _OffloadedCheckpoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, offload, fn, hidden, *args):
+    def forward(ctx, offload, fn, output_unused, hidden, *args):
         device = hidden.device
-        ctx.offload, ctx.fn, ctx.args, ctx.device = offload, fn, args, device
+        ctx.offload, ctx.fn, ctx.args, ctx.device, ctx.output_unused = offload, fn, args, device, output_unused
         ctx.autocast = _autocast_state(device.type)
         ctx.cpu_rng = torch.get_rng_state()
         ctx.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
@@ -198,12 +274,13 @@ class _OffloadedCheckpoint(torch.autograd.Function):
             torch.set_rng_state(ctx.cpu_rng)
             if ctx.cuda_rng is not None:
                 torch.cuda.set_rng_state(ctx.cuda_rng, device)
-            with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            with (torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled),
+                  ctx.offload.recomputing(ctx.output_unused)):
                 out = ctx.fn(x, *ctx.args)
         outs = out if isinstance(out, tuple) else (out,)
         pairs = [(o, g) for o, g in zip(outs, grads) if torch.is_tensor(o) and o.requires_grad and g is not None]
         torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
-        return (None, None, x.grad) + (None,) * len(ctx.args)
+        return (None, None, None, x.grad) + (None,) * len(ctx.args)
 
 
 def set_activation_offload(model, layers: int) -> ActivationOffload | None:

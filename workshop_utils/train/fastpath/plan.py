@@ -316,7 +316,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
                           "더 큰 micro-batch)" if plan.offload_vocab else why_not or "예산에 여유가 있어 GPU에 둠")
     r["offload_activations"] = (
         f"체크포인팅한 층의 입력 {plan.checkpoint_layers}개를 고정 CPU 메모리에 둠 (약 "
-        f"{pinned_gib(plan.micro_batch, plan.checkpoint_layers):.2f} GiB, 복사는 계산 뒤에 숨김): 더 큰 micro-batch"
+        f"{pinned_gib(plan.micro_batch, plan.checkpoint_layers):.2f} GiB, 복사는 계산 뒤에 숨김): 더 큰 micro-batch; "
+        "재계산은 값이 쓰이지 않는 down_proj 곱을 건너뜀 (Llama 형태의 층)"
         if plan.offload_activations else act_why_not or
         ("체크포인팅 없음" if not plan.checkpoint_layers else "GPU에 두어도 같은 micro-batch가 들어감"))
     if "memory" not in r:
