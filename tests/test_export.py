@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,31 @@ def offline_export(tmp_path_factory, offline_dir, tokenizer):
     return {"adapter": adapter, "merged": merged, "texts": texts, "base_logits": base_logits,
             "ref_logits": logits(merged, tokenizer, texts), "f16": f16,
             "q8_0": adapter.parent / "gguf-q8_0" / "demo-q8_0.gguf"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gguf_parsed_once():
+    """transformers' GGUF loader parses a file's header for the config, again for the weights and again for the
+    tokenizer, and rebuilds gguf's tensor-name map for every submodule it walks (~19 s per load of the offline model
+    on the CI CPU). Both are pure functions of unchanged inputs, so in this module a file (path, size, mtime) is
+    parsed once and the map of an (architecture, layer count) built once; what is loaded, and how, is unchanged."""
+    import functools
+
+    import gguf
+
+    real_reader, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gguf, "GGUFReader", reader)
+        mp.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
+        yield
 
 
 def load_gguf(path, with_tokenizer: bool = True):
