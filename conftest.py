@@ -7,8 +7,9 @@ notebooks stay clean. `python scripts/notebook_outputs.py NOTEBOOK...` records t
 With pytest-xdist (`make test` runs `-n 2`), `pytest_xdist_make_scheduler` below hands out whole units: a test
 module (its module fixtures are built once) or a notebook (nbval runs its cells in order in one kernel). The
 notebooks that share build/ (the prepared data, runs/<size>-qlora: 04 evaluates the adapter 03 trained) are one
-unit, in the order given on the command line; only those with folders of their own (OWN_BUILD_FOLDERS) run
-beside them. The longest units go first, and each worker gets its share of the CPU cores (OMP_NUM_THREADS).
+unit, in the order given on the command line (but for RUNS_AFTER); only those with folders of their own
+(OWN_BUILD_FOLDERS) run beside them. The longest units go first, and each worker gets its share of the CPU cores
+(OMP_NUM_THREADS).
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ TAG = "nbval-check-output"
 # Every other notebook reads or writes build/data and build/runs/<size>-qlora, so they run one after another.
 OWN_BUILD_FOLDERS = ("main-practice/05_custom_qlora.ipynb", "main-practice/06_raft_ablation.ipynb")
 SHARED_BUILD = "notebooks sharing build/"
+# make test runs the notebooks sharing build/ in the command line's order except that 00-concepts runs right after 03:
+# its opening demo then takes the adapter 03 trained with the same settings (pipeline.ensure_adapter) instead of
+# first training that same adapter itself. ensure_adapter's training branch is tested in
+# tests/test_publish_pipeline.py; run alone, with TEST_WORKERS=0 or in make test-gpu, 00 trains it as before.
+RUNS_AFTER = {"main-practice/00-concepts.ipynb": "main-practice/03_fine_tuning_with_lora.ipynb"}
 
 
 def pytest_configure(config):
@@ -65,9 +71,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def _longest_first(items) -> None:
-    """Order the work units for xdist, longest first, each unit's items in their own order: the shared-build
-    notebooks, the other notebooks, then test modules by their number of slow tests (they load or train a model,
-    start processes or resolve against the package index)."""
+    """Order the work units for xdist, longest first, each unit's items in their own order (the shared-build
+    notebooks as RUNS_AFTER says): the shared-build notebooks, the other notebooks, then test modules by their
+    number of slow tests (they load or train a model, start processes or resolve against the package index)."""
     slow: dict[str, int] = {}
     for item in items:
         unit = work_unit(item.nodeid)
@@ -76,10 +82,18 @@ def _longest_first(items) -> None:
     def rank(unit: str) -> tuple:
         return (unit != SHARED_BUILD, not unit.endswith(".ipynb"), -slow[unit])
 
-    first = {}
+    first, notebook = {}, {}
     for i, item in enumerate(items):
         first.setdefault(work_unit(item.nodeid), i)
-    items.sort(key=lambda item: (rank(work_unit(item.nodeid)), first[work_unit(item.nodeid)]))
+        notebook.setdefault(item.nodeid.split("::", 1)[0], i)
+
+    def place(item) -> float:
+        """Within the shared-build unit: the notebook's place on the command line, or just after RUNS_AFTER's."""
+        path = item.nodeid.split("::", 1)[0]
+        after = RUNS_AFTER.get(path)
+        return notebook[after] + 0.5 if after in notebook and work_unit(item.nodeid) == SHARED_BUILD else notebook[path]
+
+    items.sort(key=lambda item: (rank(work_unit(item.nodeid)), first[work_unit(item.nodeid)], place(item)))
 
 
 def _expected_outputs(items) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,12 +81,19 @@ def test_gguf_tensor_names_follow_llama_cpp_and_unknown_tensors_are_refused():
     assert export.gguf_tensor_name("model.layers.0.self_attn.q_norm.weight") is None
 
 
-def test_offline_tokenizer_gets_the_pre_tokenizer_llama_cpp_wrote_into_the_shipped_gguf(tokenizer):
+@pytest.fixture(scope="module")
+def shipped_gguf_metadata() -> dict:
+    """The metadata llama.cpp wrote into the shipped SmolLM2 GGUF, read once for the module (~6 s a read)."""
     from transformers.integrations.gguf.reader import read_gguf_metadata
 
     from workshop_utils.runtime.packages import find_offline_gguf
 
-    shipped, _ = read_gguf_metadata(str(find_offline_gguf()))
+    return read_gguf_metadata(str(find_offline_gguf()))[0]
+
+
+def test_offline_tokenizer_gets_the_pre_tokenizer_llama_cpp_wrote_into_the_shipped_gguf(tokenizer,
+                                                                                     shipped_gguf_metadata):
+    shipped = shipped_gguf_metadata
     assert shipped["tokenizer.ggml.pre"] == "smollm"
     assert export.pre_tokenizer_name(tokenizer) == "smollm"
 
@@ -192,6 +200,31 @@ def offline_export(tmp_path_factory, offline_dir, tokenizer):
             "q8_0": adapter.parent / "gguf-q8_0" / "demo-q8_0.gguf"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gguf_parsed_once():
+    """transformers' GGUF loader parses a file's header for the config, again for the weights and again for the
+    tokenizer, and rebuilds gguf's tensor-name map for every submodule it walks (~19 s per load of the offline model
+    on the CI CPU). Both are pure functions of unchanged inputs, so in this module a file (path, size, mtime) is
+    parsed once and the map of an (architecture, layer count) built once; what is loaded, and how, is unchanged."""
+    import functools
+
+    import gguf
+
+    real_reader, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gguf, "GGUFReader", reader)
+        mp.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
+        yield
+
+
 def load_gguf(path, with_tokenizer: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -235,10 +268,9 @@ def test_f16_gguf_round_trips_exactly_through_transformers(offline_export, token
 
 
 @pytest.mark.slow
-def test_q8_0_gguf_from_the_cli_round_trips_within_the_stated_bound(offline_export, tokenizer, root):
+def test_q8_0_gguf_from_the_cli_round_trips_within_the_stated_bound(offline_export, tokenizer, root,
+                                                                   shipped_gguf_metadata):
     from transformers.integrations.gguf.reader import read_gguf_metadata
-
-    from workshop_utils.runtime.packages import find_offline_gguf
 
     ex = offline_export
     path = ex["q8_0"]
@@ -248,7 +280,7 @@ def test_q8_0_gguf_from_the_cli_round_trips_within_the_stated_bound(offline_expo
 
     # the metadata llama.cpp wrote into the shipped SmolLM2 GGUF, we write too (the same values where they are facts)
     ours, tensor_names = read_gguf_metadata(str(path))
-    shipped, _ = read_gguf_metadata(str(find_offline_gguf()))
+    shipped = shipped_gguf_metadata
     keys = {k for k in shipped if k.startswith(("llama.", "tokenizer."))}
     assert keys <= set(ours), keys - set(ours)
     for k in keys:  # token and merge lists compare by count (the reader does not expand them), types in full

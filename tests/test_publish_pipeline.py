@@ -46,3 +46,32 @@ def test_workshop_run_tiny_writes_summary_and_report(tmp_path, monkeypatch, caps
     assert report.parent == tmp_path / "build" / "runs" / "tiny-qlora" / saved["run"] / "report"
     assert (report.parent / "report.html").exists() and saved["run"] in report.read_text(encoding="utf-8")
     assert summary["retrieval_recall_at_k"]["rag_topk"] > 0
+
+
+@pytest.mark.slow
+def test_ensure_adapter_trains_when_there_is_none_and_reuses_that_run_after(tmp_path, capsys, tiny_model):
+    """Notebooks 00, 03 and 04 get their tuned model from ensure_adapter: with no completed run of this
+    configuration it trains one (notebook 00 run first, or any of them alone), and the next call loads that
+    run's adapter instead of training again. The tiny random model: which branch runs and what it returns,
+    not what the model learns (notebook 03 trains the offline model through the same `train`)."""
+    import torch
+
+    from workshop_utils.config import load_config
+    from workshop_utils.pipeline import ensure_adapter
+
+    cfg = load_config(size="tiny", build_dir=str(tmp_path / "build"), **{"model.model_id": tiny_model})
+    model, loaded = ensure_adapter(cfg)
+    out = capsys.readouterr().out
+    assert "어댑터가 없어 지금 학습합니다" in out and "사용합니다" not in out
+    adapters = sorted(cfg.runs_dir.glob("*/adapter"))
+    assert len(adapters) == 1 and (adapters[0] / "adapter_config.json").exists()
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+    assert trained and any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)  # trained, not B = 0
+
+    again, loaded_again = ensure_adapter(cfg)
+    out = capsys.readouterr().out
+    assert f"같은 설정으로 학습한 어댑터를 사용합니다 (03 노트북 또는 workshop train): {adapters[0]}" in out
+    assert "지금 학습합니다" not in out and sorted(cfg.runs_dir.glob("*/adapter")) == adapters  # no second run
+    reloaded = {k: v for k, v in again.state_dict().items() if "lora_" in k}
+    assert reloaded.keys() == trained.keys() and all(torch.equal(reloaded[k], trained[k]) for k in trained)
+    assert again.base_model.model is loaded_again.model  # base = adapter off, tuned = adapter on, ONE model

@@ -82,6 +82,16 @@ def test_early_stopping_config_turns_it_on_with_room_to_stop(tiny_cfg):
     assert {r["설정"] for r in rows} >= {"train.max_steps", "train.early_stopping_patience"}
 
 
+def test_early_stopping_demo_evaluates_every_step_only_at_size_tiny(tmp_path):
+    from workshop_utils.config import load_config
+
+    for size, every in (("tiny", 1), ("smoke", 2), ("workshop", 2), ("full", 2)):
+        cfg_es, rows = custom.early_stopping_config(load_config(size=size, build_dir=str(tmp_path)))
+        t = cfg_es.train
+        assert (t.eval_steps, t.save_steps, t.early_stopping_patience, t.early_stopping_threshold) == (every, every, 2, 0.1)
+        assert {r["설정"]: r["early stopping 데모"] for r in rows}["train.eval_steps"] == every
+
+
 def test_early_stopping_summary_and_curve(tiny_cfg):
     cfg_es, _ = custom.early_stopping_config(tiny_cfg)
     log = [{"step": s, "loss": 1.0 / s} for s in range(1, 11)]

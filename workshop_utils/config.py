@@ -324,9 +324,9 @@ SIZE_PRESETS: dict[str, dict[tuple[str, str], Any]] = {
         ("train", "logging_steps"): 1,
         ("train", "eval_steps"): 2,
         ("train", "save_steps"): 2,
-        ("train", "eval_max_examples"): 2,
+        ("train", "eval_max_examples"): 1,
         ("train", "output_dir"): "runs/tiny-qlora",
-        ("eval", "num_examples"): 4,
+        ("eval", "num_examples"): 2,
         ("eval", "max_new_tokens"): 24,
         ("eval", "batch_size"): 4,
         ("eval", "rag_k"): 2,
@@ -363,7 +363,9 @@ SIZE_REASONS = {
         "max_new_tokens": "CoT 답변이 들어가는 길이로 제한 (생성 시간)",
     },
 }
-SIZE_REASONS["tiny"] = {**SIZE_REASONS["smoke"], "max_steps": "CI: 노트북마다 몇 초 안에 끝나는 스텝 수"}
+SIZE_REASONS["tiny"] = {**SIZE_REASONS["smoke"], "max_steps": "CI: 노트북마다 몇 초 안에 끝나는 스텝 수",
+                        "eval_max_examples": "CI: 학습 중 검증은 1개로 (2코어 CPU에서 검증 한 번에 약 4초)",
+                        "num_examples": "CI: 평가 질문 2개 (주제가 다른) x 설정 x 모델 2개 (생성이 CPU 시간의 대부분)"}
 
 
 # --- the environment (read here and nowhere else) ----------------------------------------------------

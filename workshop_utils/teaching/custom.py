@@ -19,13 +19,20 @@ EARLY_STOP_SETTINGS = {  # setting -> (value, why)
     "train.logging_steps": (2, "학습 loss도 2 스텝마다"),
     "train.output_dir": ("runs/early-stopping-demo", "다른 실행과 섞이지 않게"),
 }
+# Size tiny (CI, 2 CPU cores: a step ~7 s, an evaluation ~6 s) evaluates and saves at every step: the same patience
+# and threshold then decide after fewer steps (measured: stopped at step 4 instead of 8, ~75 s instead of ~100 s).
+EARLY_STOP_TINY = {
+    "train.eval_steps": (1, "CI(tiny): 매 스텝 검증 (CPU에서는 스텝이 비싸서 더 일찍 판단)"),
+    "train.save_steps": (1, "평가마다 체크포인트 (끝나면 best를 다시 불러옴)"),
+}
 
 
 def early_stopping_config(cfg: WorkshopConfig) -> tuple[WorkshopConfig, "list[dict]"]:
-    """The custom run's config with a generous step budget, frequent evaluation and early stopping on."""
+    """The custom run's config with a generous step budget, frequent evaluation and early stopping on (every step
+    at size tiny: EARLY_STOP_TINY)."""
     cfg_es = copy.deepcopy(cfg)
     rows = []
-    for name, (value, why) in EARLY_STOP_SETTINGS.items():
+    for name, (value, why) in {**EARLY_STOP_SETTINGS, **(EARLY_STOP_TINY if cfg.size == "tiny" else {})}.items():
         section, field = name.split(".")
         rows.append({"설정": name, "이전": getattr(getattr(cfg_es, section), field), "early stopping 데모": value,
                      "이유": why})
