@@ -20,6 +20,7 @@ seconds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -172,10 +173,32 @@ def _worst_errors(device: str, pair) -> tuple[float, float]:
     return worst_loss, worst_grad
 
 
-def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
-    """Compiled vs eager on a small random EXAONE on CUDA: loss and LoRA gradients, graphs, recompiles."""
+@contextlib.contextmanager
+def _check_case(rows: list, row: dict, backend: str, device: str, label: str = ""):
+    """One case of a CUDA check: before it, dynamo reset (a passed check sets suppress_errors: each case fails
+    loudly) and the layers' compiler set to `backend`; after it, the error if it raised (one failing case must not
+    lose the others' rows), its seconds, the row printed and kept, the GPU's cache emptied."""
     import torch._dynamo
 
+    from workshop_utils.train.fastpath import compile as fastpath_compile
+
+    torch._dynamo.reset()
+    torch._dynamo.config.suppress_errors = False
+    fastpath_compile.BACKEND = backend
+    t0 = time.perf_counter()
+    try:
+        yield row
+    except Exception as err:  # noqa: BLE001
+        row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    rows.append(row)
+    print(f"[gpu_perf] {label}" + json.dumps(row, ensure_ascii=False, default=str), flush=True)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
+    """Compiled vs eager on a small random EXAONE on CUDA: loss and LoRA gradients, graphs, recompiles."""
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.kernels import liger_available
 
@@ -183,12 +206,8 @@ def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
     cases = [c for c in (cases or CASES) if liger or not c[3]]
     rows = []
     for dtype, attention, backend, keep in cases:
-        torch._dynamo.reset()
-        torch._dynamo.config.suppress_errors = False  # a passed check sets it: each case fails loudly
-        fastpath_compile.BACKEND = backend
         row = {"dtype": dtype, "attention": attention, "compiler": backend, "liger_layer_kernels_inside": keep}
-        t0 = time.perf_counter()
-        try:
+        with _check_case(rows, row, backend, device):
             eager, _, _ = _fast_model(dtype, attention, False, keep, liger)
             model, plan, kernels = _fast_model(dtype, attention, True, keep, liger)
             row.update(compiled=plan.compile_layers, check=plan.reasons.get("compile"), kernels=kernels)
@@ -200,13 +219,6 @@ def compiled_model_checks(cases=None, device: str = "cuda") -> list[dict]:
             graphs = (row.get("stats") or {}).get("graphs", 0)
             row["ok"] = bool(plan.compile_layers and graphs >= 1 and worst_loss < 1e-2 and worst_grad < 5e-2)
             eager = model = None  # free the GPU memory before the next case
-        except Exception as err:  # noqa: BLE001
-            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        print("[gpu_perf] " + json.dumps(row, ensure_ascii=False, default=str), flush=True)
-        if device == "cuda":
-            torch.cuda.empty_cache()
     fastpath_compile.BACKEND = "inductor"
     return rows
 
@@ -215,8 +227,6 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
     """ActivationOffload on CUDA (side stream, pinned copies, prefetch), inductor-compiled layers and eager, bf16
     and fp16, LoRA dropout 0.05: loss and LoRA gradients of offloaded checkpointing of both layers against the
     same model without checkpointing (same seed: the same dropout masks), three packed batches."""
-    import torch._dynamo
-
     from workshop_utils.train.fastpath import compile as fastpath_compile
     from workshop_utils.train.fastpath.apply import set_checkpointing
 
@@ -224,12 +234,8 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
     for dtype, attention, compile_layers in (("bfloat16", "workshop_varlen", True),
                                              ("float16", "workshop_varlen_efficient", True),
                                              ("bfloat16", "workshop_varlen", False)):
-        torch._dynamo.reset()
-        torch._dynamo.config.suppress_errors = False
-        fastpath_compile.BACKEND = backend
         row = {"dtype": dtype, "attention": attention, "compiled": compile_layers}
-        t0 = time.perf_counter()
-        try:
+        with _check_case(rows, row, backend, device, "offload "):
             model, plan, _ = _fast_model(dtype, attention, compile_layers, False, False, checkpoint_layers=2,
                                          offload_activations=True, dropout=0.05)
             offload = model.get_base_model()._workshop_activation_offload
@@ -248,13 +254,6 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
                        compile_check=plan.reasons.get("compile"))
             row["ok"] = bool(row["copies"] == 6 and worst_loss < 1e-2 and worst_grad < 5e-2)
             model = offload = None  # free the GPU memory before the next case
-        except Exception as err:  # noqa: BLE001
-            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        print("[gpu_perf] offload " + json.dumps(row, ensure_ascii=False, default=str), flush=True)
-        if device == "cuda":
-            torch.cuda.empty_cache()
     fastpath_compile.BACKEND = "inductor"
     return rows
 

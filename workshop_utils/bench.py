@@ -48,8 +48,7 @@ PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+'
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 # '+option' -> (TrainSettings field, value)
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
-           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off"),
-           "fusedadam": ("optim", "adamw_torch_fused")}
+           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:

@@ -55,6 +55,11 @@ OFFLOAD_IN_FLIGHT = 2
 FUSED_LOSS_BUFFER = 256 * 1024**2  # Liger's fused linear cross-entropy works in chunks of logits
 
 
+def optimizer_state_bytes(optimizer: str) -> int:
+    """Bytes per trained parameter of Adam's two moments: 8-bit optimizers 2, the others (fp32) 8."""
+    return 2 if "8bit" in optimizer else 8
+
+
 def checkpoint_input_bytes(s: Shape, tokens: int, bytes_per_value: int = 2) -> int:
     """What a checkpointed layer keeps for its backward: only its input (on the GPU, or in CPU memory when
     ActivationOffload moves it there)."""
@@ -88,8 +93,7 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
         weights = lin * nf4_bytes_per_param(double_quant) + emb * (4 if upcast_embeddings else bytes_per_value)
     else:
         weights = (lin + emb) * bytes_per_value
-    opt_bytes = 2 if "8bit" in optimizer else 8  # two Adam moments: 8-bit vs fp32
-    lora = s.lora_params(r, list(targets)) * (4 + 4 + opt_bytes)  # fp32 weights + grads + optimizer state
+    lora = s.lora_params(r, list(targets)) * (4 + 4 + optimizer_state_bytes(optimizer))  # fp32 weights, grads, state
     full = (layer_activation_bytes_per_token(s, bytes_per_value) * tokens
             * (ACTIVATION_CALIBRATION_COMPILED if compiled else ACTIVATION_CALIBRATION))
     kept = checkpoint_input_bytes(s, tokens, bytes_per_value)

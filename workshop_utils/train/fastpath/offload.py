@@ -106,37 +106,33 @@ OUTPUT_UNUSED_LAYERS = ("LlamaDecoderLayer", "ExaoneDecoderLayer", "MistralDecod
                         "Qwen3DecoderLayer")
 
 
-def _output_unused_classes():
-    """(autograd function, Linear4bit subclass) for a recomputation whose down_proj output value is not read."""
-    global _OUTPUT_UNUSED
-    if _OUTPUT_UNUSED is None:
-        import bitsandbytes as bnb
-        from bitsandbytes.autograd._functions import MatMul4Bit
+@functools.cache
+def _recomputed_linear4bit():
+    """The Linear4bit subclass a recomputation swaps in for down_proj: its output value is not read (made once, on
+    first use: bitsandbytes is imported only where a layer is recomputed)."""
+    import bitsandbytes as bnb
+    from bitsandbytes.autograd._functions import MatMul4Bit
 
-        class ProductUnused4Bit(MatMul4Bit):
-            """bitsandbytes' 4-bit matmul with its backward (grad_A = grad @ dequantize(W)) and without the product
-            in the forward: the output is zeros of the right shape."""
+    class ProductUnused4Bit(MatMul4Bit):
+        """bitsandbytes' 4-bit matmul with its backward (grad_A = grad @ dequantize(W)) and without the product in
+        the forward: the output is zeros of the right shape."""
 
-            @staticmethod
-            def forward(ctx, A, B, out=None, bias=None, quant_state=None):
-                ctx.is_empty = False
-                ctx.state = quant_state
-                ctx.dtype_A, ctx.dtype_B, ctx.dtype_bias = A.dtype, B.dtype, None
-                ctx.tensors = (None, B.view(-1, 1))
-                return A.new_zeros(*A.shape[:-1], quant_state.shape[0])
+        @staticmethod
+        def forward(ctx, A, B, out=None, bias=None, quant_state=None):
+            ctx.is_empty = False
+            ctx.state = quant_state
+            ctx.dtype_A, ctx.dtype_B, ctx.dtype_bias = A.dtype, B.dtype, None
+            ctx.tensors = (None, B.view(-1, 1))
+            return A.new_zeros(*A.shape[:-1], quant_state.shape[0])
 
-        class RecomputedLinear4bit(bnb.nn.Linear4bit):
-            def forward(self, x):
-                inp_dtype = x.dtype
-                if self.compute_dtype is not None:
-                    x = x.to(self.compute_dtype)
-                return ProductUnused4Bit.apply(x, self.weight, None, None, self.weight.quant_state).to(inp_dtype)
+    class RecomputedLinear4bit(bnb.nn.Linear4bit):
+        def forward(self, x):
+            inp_dtype = x.dtype
+            if self.compute_dtype is not None:
+                x = x.to(self.compute_dtype)
+            return ProductUnused4Bit.apply(x, self.weight, None, None, self.weight.quant_state).to(inp_dtype)
 
-        _OUTPUT_UNUSED = ProductUnused4Bit, RecomputedLinear4bit
-    return _OUTPUT_UNUSED
-
-
-_OUTPUT_UNUSED = None
+    return RecomputedLinear4bit
 
 
 def output_linear(layer):
@@ -196,7 +192,7 @@ class ActivationOffload:
             yield
             return
         cls = type(linear)
-        linear.__class__ = _output_unused_classes()[1]
+        linear.__class__ = _recomputed_linear4bit()
         try:
             yield
         finally:

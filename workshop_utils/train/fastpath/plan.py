@@ -14,7 +14,7 @@ from ...model.shape import Shape
 from ...runtime import device as runtime_device
 from ...runtime.distributed import dist_info
 from ..collators import PAD_MULTIPLE
-from ..memory import checkpoint_input_bytes, estimate, vocab_gib
+from ..memory import checkpoint_input_bytes, estimate, optimizer_state_bytes, vocab_gib
 from .compile import compile_choice
 from .kernels import liger_available
 
@@ -149,17 +149,18 @@ def optimizer_choice(optim: str, on_cuda: bool, lora_params: int, room_gib: floa
     small (EXAONE-7.8B, r=16 on q/k/v/o: 13.6M parameters, 104 MiB in fp32) while bitsandbytes updates it
     tensor by tensor (256 kernels and Python calls per step: ~15 ms of an H200 step, during which the GPU
     mostly waits). torch's fused AdamW updates every tensor in a few kernels with exact fp32 moments; it is
-    picked when the extra 6 bytes per LoRA parameter fit the budget (`room_gib`: budget minus the plan's
-    estimate; None = no budget). Any other configured optimizer is kept (returns None)."""
+    picked when its larger state (memory.optimizer_state_bytes: 6 bytes more per LoRA parameter) fits the budget
+    (`room_gib`: budget minus the plan's estimate; None = no budget). Any other configured optimizer is kept
+    (returns None)."""
     if str(optim) != SEED_OPTIMIZER:
         return None, f"설정의 {optim}"
     if not on_cuda:
         return None, "CPU: 설정 그대로"
-    extra_gib = lora_params * 6 / 1024**3
+    extra_gib = lora_params * (optimizer_state_bytes(FUSED_ADAMW) - optimizer_state_bytes(optim)) / 1024**3
     if room_gib is not None and room_gib < extra_gib:
         return None, f"예산에 fp32 상태({extra_gib * 1024:.0f} MiB 더)를 둘 여유가 없어 {SEED_OPTIMIZER}"
     return FUSED_ADAMW, (f"LoRA 파라미터 {lora_params / 1e6:.1f}M개의 Adam 상태는 fp32로도 "
-                         f"{lora_params * 8 / 1024**2:.0f} MiB: 8비트 페이징(텐서마다 커널·파이썬 호출) 대신 "
+                         f"{lora_params * optimizer_state_bytes(FUSED_ADAMW) / 1024**2:.0f} MiB: 8비트 페이징(텐서마다 커널·파이썬 호출) 대신 "
                          "fused AdamW (모든 텐서를 커널 몇 개로, 정확한 fp32 모멘트)")
 
 
@@ -273,12 +274,12 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     act_offloads, act_why_not = activation_offload_options(t.offload_activations, on_cuda)
     ram_gib = runtime_device.system_ram_gib()
 
-    def est(m, ck, off=False, act=False):
+    def est(m, ck, off=False, act=False, optimizer=SEED_OPTIMIZER):
         return estimate(shape, micro_batch_tokens(m, mean_tokens, p90_tokens), cfg.lora.r,
                         tuple(cfg.lora.target_modules), checkpoint_layers=ck, fused_loss=plan.liger,
                         logit_tokens=m * completion_tokens, upcast_embeddings=False, offload_vocab=off,
                         compiled=plan.compile_layers and not plan.compile_keep_liger,
-                        offload_activations=act)["total"]
+                        offload_activations=act, optimizer=optimizer)["total"]
 
     def pinned_gib(m, ck):  # CPU memory the offloaded inputs take
         return ck * checkpoint_input_bytes(shape, micro_batch_tokens(m, mean_tokens, p90_tokens)) / 1024**3
@@ -310,8 +311,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     lora_params = shape.lora_params(cfg.lora.r, list(cfg.lora.target_modules))
     plan.optim, r["optim"] = optimizer_choice(t.optim, on_cuda, lora_params,
                                               budget_gib - plan.estimate_gib if budget_gib else None)
-    if plan.optim and plan.estimate_gib is not None:
-        plan.estimate_gib = round(plan.estimate_gib + lora_params * 6 / 1024**3, 2)
+    if plan.optim and budget_gib:
+        plan.estimate_gib = round(est(*best, optimizer=plan.optim), 2)
     r["offload_vocab"] = (f"임베딩·lm_head를 쓰지 않는 동안 CPU 메모리에 둠 (GPU에서 {vocab_gib(shape):.2f} GiB 절약, "
                           "더 큰 micro-batch)" if plan.offload_vocab else why_not or "예산에 여유가 있어 GPU에 둠")
     r["offload_activations"] = (
