@@ -225,6 +225,38 @@ def test_train_resume_after_interruption_reaches_the_same_step(tmp_path, tiny_mo
     assert (run.path / "adapter" / "adapter_config.json").exists()
 
 
+def test_same_config_trains_the_same_adapter_whatever_the_process_drew_before(tmp_path, tiny_model):
+    """LoRA's A matrices are random and the Trainer seeds itself only after they exist: apply_lora draws them
+    with train.seed, so two runs of one config end with the same weights even when the process used torch's
+    generator differently before each (a notebook cell, a different evaluation), and leaves that generator as
+    it was."""
+    from workshop_utils.model.lora import apply_lora
+    from workshop_utils.train.trainer import train
+
+    cfg = tiny_cfg(tmp_path, max_steps=2, logging_steps=1)
+    cfg.model.model_id = tiny_model
+    cfg.lora.lora_dropout = 0.1  # the Trainer's seed covers the dropout masks
+    trained = []
+    for i, draws in enumerate((0, 1000)):
+        loaded = load_model(cfg.model, verbose=False)
+        torch.rand(draws)
+        c = copy.deepcopy(cfg)
+        c.train.output_dir = str(tmp_path / f"run{i}")
+        model, res = train(loaded.model, loaded.tokenizer, {"train": SHORT, "validation": []}, c, resume=False)
+        trained.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n})
+    assert trained[0].keys() == trained[1].keys() and trained[0]
+    assert all(torch.equal(trained[0][n], trained[1][n]) for n in trained[0])
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in trained[0].items() if "lora_B" in n)  # it trained
+
+    state = torch.get_rng_state()
+    again = apply_lora(load_model(cfg.model, verbose=False).model, cfg.lora, seed=cfg.train.seed)
+    assert torch.equal(torch.get_rng_state(), state)
+    other = apply_lora(load_model(cfg.model, verbose=False).model, cfg.lora, seed=cfg.train.seed + 1)
+    a = {n: p for n, p in again.named_parameters() if "lora_A" in n}
+    b = {n: p for n, p in other.named_parameters() if "lora_A" in n}
+    assert not any(torch.equal(a[n], b[n]) for n in a)
+
+
 def test_tuned_model_learns_to_stop(tmp_path, tokenizer):
     from workshop_utils.evaluate.generation import answer_examples
     from workshop_utils.train.trainer import train

@@ -530,8 +530,6 @@ def run_ablation(cfg: WorkshopConfig, plan: AblationPlan | None = None, out_dir:
     base model) on the same test prompts; writes ablation.json/.md/.png and predictions.jsonl under
     `out_dir` (default build/ablation) after every run, so an interrupted run keeps what it measured."""
     import torch
-    from transformers import set_seed
-
 
     plan = plan or AblationPlan.for_size(cfg.size)
     plan.validate()
@@ -589,7 +587,6 @@ def run_ablation(cfg: WorkshopConfig, plan: AblationPlan | None = None, out_dir:
         for fmt in formats:
             c = run_config(cfg, fmt, k, seed, out)
             rows = training_examples(records, prep.split_of, prep.corpus, fmt, base_opts, k, seed, limit)
-            set_seed(seed)  # LoRA's initialization happens before the Trainer seeds itself
             peft_model, tr = train(model, tok, {"train": rows}, c, resume=False, verbose=False, disable_tqdm=True,
                                    save_strategy="no")
             evaluations = [(BASE, True, answer_cap)] if not base_done else []

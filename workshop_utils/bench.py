@@ -366,7 +366,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
     row = {"recipe": name, "description": describe_recipe(name)}
     try:
         if base == LEAN_BASELINE:  # LoRA without peft's fp32 upcast, checkpointing on (the peer kit's gc)
-            model = apply_lora(model, cfg.lora, gradient_checkpointing=True, upcast_non_4bit=False)
+            model = apply_lora(model, cfg.lora, gradient_checkpointing=True, upcast_non_4bit=False, seed=0)
         trainer, peft_model, info = assemble_trainer(
             model, tok, ds, None, cfg, callbacks=callbacks, output_dir=str(out_dir / name),
             save_strategy="no", include_num_input_tokens_seen="non_padding", disable_tqdm=True,

@@ -28,11 +28,18 @@ def lora_config(settings: LoraSettings):
                       lora_dropout=settings.lora_dropout, bias=settings.bias, task_type=settings.task_type)
 
 
-def apply_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False, upcast_non_4bit: bool = True):
+def apply_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False, upcast_non_4bit: bool = True,
+               seed: int | None = 0):
     """prepare_model_for_kbit_training (+ checkpointing when asked), then get_peft_model.
 
     `upcast_non_4bit=False` keeps the 16-bit embeddings/lm_head as they are instead of peft's fp32
     upcast: with EXAONE's 102,400-token vocabulary that upcast costs ~1.7 GB (the fast path skips it).
+
+    `seed`: LoRA's A matrices start random (B at zero, so the first loss does not show it; the first gradients
+    do). They are drawn with torch's generators seeded with `seed` (the training seed, `train.seed`, where a
+    Trainer follows) and the generators' state is restored afterwards: one seed gives one starting adapter,
+    whatever the process drew before. The Trainer seeds itself only after LoRA is in place, so without this two
+    runs of the same config started from different adapters. None: draw from the generators' current state.
     """
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -50,7 +57,13 @@ def apply_lora(model, settings: LoraSettings, gradient_checkpointing: bool = Fal
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, lora_config(settings))
+    if seed is None:
+        return get_peft_model(model, lora_config(settings))
+    import torch
+
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(seed)
+        return get_peft_model(model, lora_config(settings))
 
 
 def trainable_parameters(model) -> tuple[int, int]:

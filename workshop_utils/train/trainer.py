@@ -263,7 +263,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     plan = plan or fast_plan_for(model, train_ds, cfg, device)
     kernels: list[str] = []
     if plan.enabled:
-        model, kernels = prepare_fast_model(model, plan, cfg.lora, device.dtype)
+        model, kernels = prepare_fast_model(model, plan, cfg.lora, device.dtype, seed=cfg.train.seed)
         gc, gc_reason = plan.checkpoint_layers > 0, plan.reasons.get("checkpointing", "")
         collator = (FlatteningCollator(tokenizer.pad_token_id, plan.pad_to_multiple_of,
                                        seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS) if plan.padding_free
@@ -280,7 +280,7 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
     else:
         gc, gc_reason = use_gradient_checkpointing(cfg, device)
         if not hasattr(model, "peft_config"):
-            model = apply_lora(model, cfg.lora, gradient_checkpointing=gc)
+            model = apply_lora(model, cfg.lora, gradient_checkpointing=gc, seed=cfg.train.seed)
         elif gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         collator = CompletionCollator(tokenizer.pad_token_id)

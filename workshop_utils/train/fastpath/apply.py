@@ -40,16 +40,17 @@ def undo_fp32_upcast(model, dtype: torch.dtype) -> float:
     return freed / 1024**3
 
 
-def prepare_fast_model(model, plan: FastPlan, lora_settings,
-                       dtype: torch.dtype | None = None) -> tuple[object, list[str]]:
+def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype | None = None,
+                       seed: int | None = 0) -> tuple[object, list[str]]:
     """LoRA without the fp32 upcast, attention backend, Liger kernels, (partial) checkpointing and the compiled
     decoder layers (checked once; eager again, with Liger's layer kernels, if the check fails).
 
     A model that already has LoRA (a notebook applied it with peft's fp32 upcast) gets its frozen weights
-    back in the compute `dtype`, so the run uses the memory the plan counted."""
+    back in the compute `dtype`, so the run uses the memory the plan counted. `seed`: LoRA's initialization
+    (apply_lora)."""
     if not hasattr(model, "peft_config"):
         model = apply_lora(model, lora_settings, gradient_checkpointing=False,
-                           upcast_non_4bit=plan.upcast_non_4bit)
+                           upcast_non_4bit=plan.upcast_non_4bit, seed=seed)
     elif not plan.upcast_non_4bit and dtype is not None and dtype != torch.float32:
         freed = undo_fp32_upcast(model, dtype)
         if freed:
