@@ -24,8 +24,8 @@ NOTEBOOKS := prerequisites/00.01-prerequisites.ipynb \
 	main-practice/06_raft_ablation.ipynb \
 	main-practice/A1_gpu_fast_path_and_multi_gpu.ipynb
 PYTEST_ARGS ?=
-# pip installs with --no-compile and scripts/warm_bytecode.py compiles only what the workshop imports (set-up ~35 s
-# shorter on 2 cores); Python must be allowed to write that bytecode, in make's processes too.
+# pip installs with --no-compile and scripts/warm_bytecode.py compiles only what the workshop imports (set-up
+# ~35 s shorter on 2 cores); Python must be allowed to write that bytecode, in make's processes too.
 unexport PYTHONDONTWRITEBYTECODE
 
 comma := ,
