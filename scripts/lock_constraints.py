@@ -19,6 +19,8 @@ Usage:
   python scripts/lock_constraints.py --freeze   (make lock) tested versions = this environment's pip freeze
   python scripts/lock_constraints.py            tested versions = constraints/py<this Python>.txt (re-resolve)
   python scripts/lock_constraints.py --check    the dry-run of tests/test_install_matrix.py, every version
+  python scripts/lock_constraints.py --check --json PATH   the same, as the report that test reads
+                                                (make test starts it in the background: INSTALL_MATRIX_RESULT)
 """
 from __future__ import annotations
 
@@ -300,6 +302,59 @@ def check(pythons=PYTHONS) -> dict[str, tuple[int, str]]:
     return {py: (procs[py].returncode, errs[py]) for py in procs}
 
 
+def check_report(pythons=PYTHONS) -> dict:
+    """What tests/test_install_matrix.py needs of the check, as JSON: the index it asked, whether it answered,
+    and per Python [return code, stderr] (or the stderr of a failed sdist build, which needs the index too)."""
+    report = {"index_url": index_url(), "reachable": registry_reachable()}
+    if report["reachable"]:
+        try:
+            report["results"] = {py: list(r) for py, r in check(pythons).items()}
+        except subprocess.CalledProcessError as err:
+            report["build_error"] = err.stderr or str(err)
+    return report
+
+
+def write_report(path: Path, pythons=PYTHONS) -> None:
+    """check_report into `path`, written whole at the end (a reader never sees half of it). While it runs,
+    `path`.pid holds its pid and index, so a reader can tell a running check from one that died."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    running = path.with_suffix(".pid")
+    running.write_text(json.dumps({"pid": os.getpid(), "index_url": index_url()}), encoding="utf-8")
+    try:
+        try:
+            report = check_report(pythons)
+        except Exception as err:  # noqa: BLE001 - the reader resolves by itself instead
+            report = {"index_url": index_url(), "failed": f"{type(err).__name__}: {err}"}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report), encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        running.unlink(missing_ok=True)
+
+
+def read_report(path: str | Path | None, timeout: float = 900) -> dict | None:
+    """The report of a background check (`--check --json PATH`, which `make test` starts) of this index,
+    waiting while it runs; None where there is none, it failed or died, or it asks another index."""
+    if not path:
+        return None
+    import time
+
+    path, deadline = Path(path), time.monotonic() + timeout
+    while not path.exists():
+        try:
+            running = json.loads(path.with_suffix(".pid").read_text(encoding="utf-8"))
+            os.kill(int(running["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            running = None
+        if running is None or running.get("index_url") != index_url() or time.monotonic() > deadline:
+            if not path.exists():
+                return None
+            break
+        time.sleep(1)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return None if report.get("failed") or report.get("index_url") != index_url() else report
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -310,9 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", help="file with the tested versions (default: constraints/py<this Python>.txt)")
     ap.add_argument("--python", nargs="*", help=f"versions to write (default: {' '.join(PYTHONS)})")
     ap.add_argument("--check", action="store_true", help="dry-run every version against its file")
+    ap.add_argument("--json", metavar="PATH", help="with --check: write the report tests/test_install_matrix.py "
+                                                   "reads there (make test runs this in the background)")
     args = ap.parse_args(argv)
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     reqs = project_requirements() + [torch_pin()]
+    if args.check and args.json:
+        write_report(Path(args.json), args.python or PYTHONS)
+        return 0
     if args.check:
         results = check(args.python or PYTHONS)
         for py, (rc, err) in results.items():
