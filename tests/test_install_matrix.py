@@ -27,8 +27,8 @@ NETWORK_ERRORS = ("NewConnectionError", "Temporary failure in name resolution", 
 
 @pytest.fixture(scope="module")
 def dry_runs():
-    """The check's report: the one `make test` started in the background right after installing torch (it
-    runs beside pip's serial install instead of holding a test worker for a minute), else resolved here."""
+    """The check's report: the one `make test` started in the background once the venv was installed (it runs
+    beside the bytecode warm-up and the tests' start instead of holding a test worker), else resolved here."""
     report = lc.read_report(os.environ.get("INSTALL_MATRIX_RESULT")) or lc.check_report(lc.PYTHONS)
     if not report["reachable"]:
         pytest.skip(f"패키지 인덱스({lc.index_url()})에 접속할 수 없어 설치 매트릭스를 확인하지 못했습니다 (skipped, not passed)")
