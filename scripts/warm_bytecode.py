@@ -3,11 +3,12 @@
 `make` installs with `pip install --no-compile`: pip would otherwise byte-compile all ~18,400 installed files one
 after another (~80 s of set-up on the 2-core CI machine), most of which nothing imports. Python compiles a
 module when it is first imported and keeps the .pyc, so this script imports every `workshop_utils` module and
-what the notebooks, the kernel and the tests load, which writes their bytecode now (~30 s, in two processes)
-instead of in every process. The Makefile unexports PYTHONDONTWRITEBYTECODE (set in some sandboxes and CI
-images) so that the .pyc files are written, here and by make's own processes; with it set, every process would
-compile every module it imports again. A module that cannot be imported here (e.g. a GPU-only kernel on a CPU
-machine) is skipped: this only warms a cache, it checks nothing.
+what the notebooks, the kernel and the tests load, which writes their bytecode now instead of in every process:
+torch's part (`--group torch`) while pip installs the rest, the others after (~30 s, in two processes). The
+Makefile unexports PYTHONDONTWRITEBYTECODE (set in some sandboxes and CI images) so that the .pyc files are
+written, here and by make's own processes; with it set, every process would compile every module it imports
+again. A module that cannot be imported here (e.g. a GPU-only kernel on a CPU machine) is skipped: this only
+warms a cache, it checks nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import time
 # Two groups, compiled at once by two processes (about 30 s instead of 42 s on 2 cores): the torch stack and every
 # workshop_utils module here; in a second process the libraries that do not need torch (imported by workshop_utils
 # too, so they are usually compiled by the time this process reaches them).
+# Only torch (installed first): `--group torch` compiles it while pip installs the rest, on the core pip leaves idle.
+TORCH_ONLY = ("torch", "torch._dynamo", "torch._inductor.compile_fx", "torch.distributed.run")
 TORCH_GROUP = ("torch", "torch._dynamo", "torch.distributed.run", "transformers", "transformers.trainer",
                "transformers.models.llama.modeling_llama", "transformers.generation.utils", "peft", "peft.tuners.lora",
                "bitsandbytes.nn", "accelerate", "sentence_transformers")
@@ -57,9 +60,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--group", "other"]:
-        skipped = import_all(OTHER_GROUP)
-        if skipped:
+    if sys.argv[1:2] == ["--group"]:
+        sys.dont_write_bytecode = False
+        torch_only = sys.argv[2:] == ["torch"]
+        skipped = import_all(TORCH_ONLY if torch_only else OTHER_GROUP)
+        if skipped and not torch_only:  # torch's warm-up runs beside pip's install: a miss is compiled later
             print(f"[install] bytecode: skipped {', '.join(skipped)}")
         sys.exit(0)
     sys.exit(main())
