@@ -81,11 +81,14 @@ TEST_WORKERS ?= 2
 test: MATRIX_BG := 1
 test: $(STAMP)
 	@[ -f $(MATRIX_RESULT) ] || [ -f $(basename $(MATRIX_RESULT)).pid ] || { $(MATRIX_START); }
-	$(VENV)/bin/lint-imports
 	@mkdir -p build
+	@# the import contracts (make lint) are checked beside the tests' start; their verdict comes at the end
+	$(VENV)/bin/lint-imports > build/lint-imports.txt 2>&1 & lint=$$!; \
 	INSTALL_MATRIX_RESULT=$(MATRIX_RESULT) HF_HUB_OFFLINE=1 WORKSHOP_SOLUTIONS=1 WORKSHOP_SIZE=$${WORKSHOP_SIZE:-tiny} $(PY) -m pytest -n $(TEST_WORKERS) tests $(NOTEBOOKS) \
 	  --nbval-lax --current-env --nbval-cell-timeout=900 --durations=12 --junitxml=build/test-results.xml $(PYTEST_ARGS); \
-	rc=$$?; $(PY) scripts/notebook_times.py build/test-results.xml || true; exit $$rc
+	rc=$$?; $(PY) scripts/notebook_times.py build/test-results.xml || true; \
+	if wait $$lint; then echo "[lint-imports] $$(grep 'Contracts:' build/lint-imports.txt)"; else cat build/lint-imports.txt; rc=1; fi; \
+	exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports

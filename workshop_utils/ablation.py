@@ -84,14 +84,15 @@ COT_TOKEN_FACTOR = 4
 # Per size. On the 2-core CI CPU a training step on one CoT example (~900 tokens with the offline
 # tokenizer) costs 40-70 s of CPU time and a forward pass over the five test prompts of one question
 # (~2,800 tokens) about 20 s, so the CPU sizes train one step per format, on one seed, and generate a
-# few tokens for one question: they prove the machinery, not the paper. Small generation batches: the
+# few tokens for one question: they prove the machinery, not the paper. tiny (CI) retrieves top-1 and
+# top-3 only: the same code as top-5, whose prompt is the longest of the five. Small generation batches: the
 # prompts are sorted by length, so batches of two pad little (one batch of five pads every prompt to
 # the RAG top-5 length). Sequences up to 2048 tokens so that no CoT example loses its documents to
 # truncation (at 1024 the formats would see the same cut context). Elsewhere three seeds and the
 # config's training and evaluation settings.
 SIZE_PLANS = {
-    "tiny": {"seeds": (0,), "max_steps": 1, "num_examples": 1, "max_new_tokens": 4, "max_new_tokens_cot": 4,
-             "eval_batch_size": 2, "max_seq_length": 2048},
+    "tiny": {"seeds": (0,), "rag_ks": (1, 3), "max_steps": 1, "num_examples": 1, "max_new_tokens": 4,
+             "max_new_tokens_cot": 4, "eval_batch_size": 2, "max_seq_length": 2048},
     "smoke": {"seeds": (0,), "max_steps": 8, "num_examples": 4, "max_new_tokens": 32, "max_new_tokens_cot": 64,
               "eval_batch_size": 4, "max_seq_length": 2048},
     # a GPU with the offline model (notebook 06's GPU numbers): three seeds, every prompt of a model in one
