@@ -332,6 +332,16 @@ def write_report(path: Path, pythons=PYTHONS) -> None:
         running.unlink(missing_ok=True)
 
 
+def _running(path: Path) -> bool:
+    """Is the background check that will write `path` still running, against this index (its pid file)?"""
+    try:
+        running = json.loads(path.with_suffix(".pid").read_text(encoding="utf-8"))
+        os.kill(int(running["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return running.get("index_url") == index_url()
+
+
 def read_report(path: str | Path | None, timeout: float = 900) -> dict | None:
     """The report of a background check (`--check --json PATH`, which `make test` starts) of this index,
     waiting while it runs; None where there is none, it failed or died, or it asks another index."""
@@ -340,17 +350,10 @@ def read_report(path: str | Path | None, timeout: float = 900) -> dict | None:
     import time
 
     path, deadline = Path(path), time.monotonic() + timeout
-    while not path.exists():
-        try:
-            running = json.loads(path.with_suffix(".pid").read_text(encoding="utf-8"))
-            os.kill(int(running["pid"]), 0)
-        except (OSError, ValueError, KeyError, TypeError):
-            running = None
-        if running is None or running.get("index_url") != index_url() or time.monotonic() > deadline:
-            if not path.exists():
-                return None
-            break
+    while not path.exists() and _running(path) and time.monotonic() < deadline:
         time.sleep(1)
+    if not path.exists():
+        return None
     report = json.loads(path.read_text(encoding="utf-8"))
     return None if report.get("failed") or report.get("index_url") != index_url() else report
 

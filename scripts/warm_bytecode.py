@@ -13,23 +13,23 @@ warms a cache, it checks nothing.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import subprocess
 import sys
 import time
 
-# Two groups, compiled at once by two processes (about 30 s instead of 42 s on 2 cores): the torch stack and every
-# workshop_utils module here; in a second process the libraries that do not need torch (imported by workshop_utils
-# too, so they are usually compiled by the time this process reaches them).
-# Only torch (installed first): `--group torch` compiles it while pip installs the rest, on the core pip leaves idle.
+# torch alone (installed first): `--group torch` compiles it while pip installs the rest, on the core pip leaves idle.
 TORCH_ONLY = ("torch", "torch._dynamo", "torch._inductor.compile_fx", "torch.distributed.run")
-TORCH_GROUP = ("torch", "torch._dynamo", "torch.distributed.run", "transformers", "transformers.trainer",
-               "transformers.models.llama.modeling_llama", "transformers.generation.utils", "peft", "peft.tuners.lora",
-               "bitsandbytes.nn", "accelerate", "sentence_transformers")
-OTHER_GROUP = ("pandas", "matplotlib.pyplot", "scipy.stats", "sklearn", "nltk", "sacrebleu", "rouge_score.rouge_scorer",
-               "datasets", "ipykernel.kernelapp", "jupyter_client", "nbformat", "nbval.plugin", "pytest", "xdist",
-               "importlinter")
+# Then two processes at once (about 30 s instead of 42 s on 2 cores): here the torch stack and every workshop_utils
+# module; in `--group other` the libraries that do not need torch (workshop_utils imports them too, so they are
+# usually compiled by the time this process reaches them).
+TORCH_STACK = TORCH_ONLY + ("transformers", "transformers.trainer", "transformers.models.llama.modeling_llama",
+                            "transformers.generation.utils", "peft", "peft.tuners.lora", "bitsandbytes.nn",
+                            "accelerate", "sentence_transformers")
+OTHER = ("pandas", "matplotlib.pyplot", "scipy.stats", "sklearn", "nltk", "sacrebleu", "rouge_score.rouge_scorer",
+         "datasets", "ipykernel.kernelapp", "jupyter_client", "nbformat", "nbval.plugin", "pytest", "xdist",
+         "importlinter")
+GROUPS = {"torch": TORCH_ONLY, "other": OTHER}
 
 
 def import_all(names) -> list[str]:
@@ -45,26 +45,24 @@ def import_all(names) -> list[str]:
 
 def main() -> int:
     start = time.perf_counter()
-    sys.dont_write_bytecode = False
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    other = subprocess.Popen([sys.executable, __file__, "--group", "other"], env=env)
-    skipped = import_all(TORCH_GROUP)
+    other = subprocess.Popen([sys.executable, __file__, "--group", "other"])
+    skipped = import_all(TORCH_STACK)
     import workshop_utils
 
     names = [m.name for m in pkgutil.walk_packages(workshop_utils.__path__, "workshop_utils.")]
     skipped += import_all(names)
     other.wait()
-    print(f"[install] bytecode: {len(TORCH_GROUP) + len(names) + len(OTHER_GROUP)} modules imported and compiled "
+    print(f"[install] bytecode: {len(TORCH_STACK) + len(names) + len(OTHER)} modules imported and compiled "
           f"in {time.perf_counter() - start:.0f}s" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
     return 0
 
 
 if __name__ == "__main__":
+    sys.dont_write_bytecode = False  # whatever PYTHONDONTWRITEBYTECODE says: writing the .pyc is the point
     if sys.argv[1:2] == ["--group"]:
-        sys.dont_write_bytecode = False
-        torch_only = sys.argv[2:] == ["torch"]
-        skipped = import_all(TORCH_ONLY if torch_only else OTHER_GROUP)
-        if skipped and not torch_only:  # torch's warm-up runs beside pip's install: a miss is compiled later
+        group = sys.argv[2]
+        skipped = import_all(GROUPS[group])
+        if skipped and group != "torch":  # torch's warm-up runs beside pip's install: a miss is compiled later
             print(f"[install] bytecode: skipped {', '.join(skipped)}")
         sys.exit(0)
     sys.exit(main())
