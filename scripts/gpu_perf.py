@@ -10,7 +10,8 @@ seconds:
 2. compiled vs eager fast path on a small random EXAONE on CUDA (LoRA dropout 0): loss and LoRA
    gradients over three packed lengths, graphs compiled, recompiles, graph breaks -- bf16 + flash varlen
    + Liger's fused loss through inductor; fp16 + the efficient kernel; Liger's rope/RMSNorm/SwiGLU
-   inside the compiled layer (do its Triton kernels break the graph?).
+   inside the compiled layer (do its Triton kernels break the graph?); FP8 input gradients (fp8_checks): the
+   kernel against its reference, the fast path's loss (unchanged) and LoRA gradients (close) with and without.
 3. `workshop bench` (EXAONE-7.8B shape, 16 sequences of ~1,050 tokens per step, one process per recipe,
    1 warm-up + 3 timed steps): each fast-path recipe with and without each lever, and hf_lean.
 4. one table: tokens/s, the ratio to the same recipe without the lever and to hf_lean, peak GiB, the
@@ -31,10 +32,10 @@ import torch
 from workshop_utils.model.attention import _cuda_varlen, _varlen_kernel, varlen_attention_works
 
 # priority order: what the time budget cuts comes last
-RECIPES = ["budget8", "budget8+nocompile", "t4", "t4@sdpa+nocompile", "hf_lean", "default", "default+nocompile",
+RECIPES = ["budget8", "budget8+nocompile", "t4", "t4@sdpa+nocompile", "hf_lean", "default", "default+fp8", "default+nocompile",
            "t4+nocompile", "budget8+compile_liger"]
 # recipe -> the same recipe without the lever it shows
-PARTNER = {"budget8": "budget8+nocompile", "default": "default+nocompile", "t4": "t4+nocompile",
+PARTNER = {"budget8": "budget8+nocompile", "default": "default+nocompile", "default+fp8": "default", "t4": "t4+nocompile",
            "t4+nocompile": "t4@sdpa+nocompile", "budget8+compile_liger": "budget8"}
 SMALL = "random:exaone:layers=2,hidden=512,intermediate=1024,heads=8,kv_heads=2"
 # (dtype, attention, compiler, Liger's layer kernels inside the compiled layer); the last one patches
@@ -107,7 +108,8 @@ def kernel_checks() -> dict:
 
 
 def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bool, liger: bool,
-                checkpoint_layers: int = 1, offload_activations: bool = False, dropout: float = 0.0):
+                checkpoint_layers: int = 1, offload_activations: bool = False, dropout: float = 0.0,
+                fp8_backward: bool = False):
     import dataclasses
 
     from workshop_utils.config import LoraSettings, load_config
@@ -122,7 +124,7 @@ def _fast_model(dtype: str, attention: str, compile_layers: bool, keep_liger: bo
     plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=2,
                     checkpoint_layers=checkpoint_layers, upcast_non_4bit=False, liger=liger and compile_layers,
                     compile_layers=compile_layers, compile_keep_liger=keep_liger,
-                    offload_activations=offload_activations)
+                    offload_activations=offload_activations, fp8_backward=fp8_backward)
     model, kernels = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=dropout))
     if liger and not compile_layers:  # the eager twin: the same Liger kernels as its compiled twin
         kernels = apply_liger(model, layer_kernels=keep_liger)
@@ -258,6 +260,64 @@ def offload_checks(device: str = "cuda", backend: str = "inductor") -> list[dict
     return rows
 
 
+def fp8_checks(device: str = "cuda") -> list[dict]:
+    """FP8 input gradients (train.fp8_backward) on CUDA: the kernel against the product of its own scaled E4M3
+    operands in fp32 (EXAONE's gate_proj shape, 4,096 tokens); then the fast path with and without it, bf16,
+    inductor-compiled and eager, three packed batches: the loss (the forward is unchanged) and how close the
+    LoRA gradients stay (cosine, largest relative error of one tensor)."""
+    from workshop_utils.train.fastpath.fp8 import (
+        fp8_input_grad,
+        fp8_supported,
+        fp8_weight,
+        gpu_quantizer,
+        gradient_agreement,
+        quantize_rows,
+    )
+
+    rows = []
+    ok, why = fp8_supported(device, torch.bfloat16)
+    if not ok:
+        return [{"skipped": why}]
+    row = {"case": "kernel", "shape": [14336, 4096], "tokens": 4096}
+    with _check_case(rows, row, "inductor", device, "fp8 "):
+        g = torch.Generator(device).manual_seed(0)
+        w = torch.randn(14336, 4096, device=device, generator=g).to(torch.bfloat16) * 0.02
+        dy = torch.randn(4096, 14336, device=device, generator=g).to(torch.bfloat16)
+        wt8, ws = fp8_weight(w)
+        dx = fp8_input_grad(dy, wt8, ws).float()
+        d8, ds = quantize_rows(dy)
+        emulated = (d8.float() * ds) @ (wt8.float() * ws.view(-1, 1)).t()
+        exact = dy.float() @ w.float()
+        quantizer, which = gpu_quantizer()
+        q, s = quantizer(dy)
+        row.update(vs_emulated=float((dx - emulated).norm() / emulated.norm()),
+                   vs_exact=float((dx - exact).norm() / exact.norm()), quantizer=which,
+                   quantizer_same_scales=bool(torch.equal(s, ds)),
+                   quantizer_values_differing=float((q.view(torch.uint8) != d8.view(torch.uint8)).float().mean()))
+        row["ok"] = (row["vs_emulated"] < 1e-2 and row["vs_exact"] < 0.06 and row["quantizer_same_scales"]
+                     and row["quantizer_values_differing"] <= 1e-3)
+    for compile_layers in (True, False):
+        row = {"case": "fast path", "dtype": "bfloat16", "compiled": compile_layers}
+        with _check_case(rows, row, "inductor", device, "fp8 "):
+            ref, _, _ = _fast_model("bfloat16", "workshop_varlen", compile_layers, False, False, checkpoint_layers=0)
+            model, plan, _ = _fast_model("bfloat16", "workshop_varlen", compile_layers, False, False,
+                                         checkpoint_layers=0, fp8_backward=True)
+            amp = torch.autocast(device, dtype=torch.bfloat16)
+            agree, loss_err = [], 0.0
+            for batch in _packed_batches(device):
+                (l0, g0), (l1, g1) = (_loss_and_grads(m, batch, amp) for m in (ref, model))
+                loss_err = max(loss_err, abs(l1 - l0) / abs(l0))
+                agree.append(gradient_agreement(g0, g1))
+            compiled = getattr(model.get_base_model(), "_workshop_compiled", None)
+            row.update(layers=len(model.get_base_model()._workshop_fp8.layers), loss_rel_err=loss_err,
+                       cosine=min(a["cosine"] for a in agree), max_rel_error=max(a["max_rel_error"] for a in agree),
+                       compile_check=plan.reasons.get("compile"),
+                       **({"stats": compiled.stats()} if compiled is not None else {}))
+            row["ok"] = bool(loss_err == 0 and row["cosine"] > 0.99 and plan.compile_layers == compile_layers)
+            ref = model = None
+    return rows
+
+
 def _fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
@@ -278,6 +338,8 @@ def summary(result: dict, checks: dict) -> str:
         lines.append(f"activation offload vs no checkpointing (small model, {c['dtype']}, compiled={c['compiled']}, "
                      f"dropout 0.05): ok={c.get('ok')} loss err {c.get('loss_rel_err', float('nan')):.1e}, grad err "
                      f"{c.get('grad_rel_err', float('nan')):.1e}, copies {c.get('copies')}, {c.get('error') or ''}")
+    for c in checks.get("fp8", []):
+        lines.append("fp8 input gradients: " + json.dumps(c, ensure_ascii=False, default=str)[:400])
     for c in checks.get("compiled", []):
         lines.append(f"compiled vs eager (small model, {c['dtype']}, {c['attention']}, {c['compiler']}, Liger layer "
                      f"kernels inside={c['liger_layer_kernels_inside']}): ok={c.get('ok')} loss err "
@@ -324,6 +386,9 @@ def summary(result: dict, checks: dict) -> str:
                   + ratio("t4", lambda v, p: v.startswith("uns") and "fp16" in v.split("+")),
                   "  card with room (default) >= 1.5x Unsloth's best of any memory: "
                   + ratio("default", lambda v, p: v.startswith("uns"))]
+        if "default+fp8" in rows:
+            lines.append("  card with room, FP8 input gradients (default+fp8) >= 1.5x Unsloth's best of any memory: "
+                         + ratio("default+fp8", lambda v, p: v.startswith("uns")))
     return "\n".join(lines)
 
 
@@ -361,6 +426,7 @@ def main(argv=None) -> int:
         print(f"[gpu_perf] t={time.perf_counter() - t0:.0f}s kernels: "
               + json.dumps(checks["kernels"], ensure_ascii=False, default=str), flush=True)
         checks["offload"] = offload_checks()
+        checks["fp8"] = fp8_checks()
         if not args.kernel_checks_only:
             checks["compiled"] = compiled_model_checks()
         (out / "checks.json").write_text(json.dumps(checks, ensure_ascii=False, indent=1, default=str))

@@ -11,14 +11,13 @@ import gc
 import pytest
 import torch
 
-from tests.helpers.fastpath_batches import features, lora_model, loss_and_grads
+from tests.helpers.fastpath_batches import cpu_layer_compiler, features, lora_model, loss_and_grads
 from workshop_utils.config import load_config
 from workshop_utils.model.attention import VARLEN_ATTENTION
 from workshop_utils.model.lora import decoder_layers
 from workshop_utils.model.shape import EXAONE_7_8B
 from workshop_utils.runtime.device import DeviceChoice
 from workshop_utils.train.collators import FlatteningCollator
-from workshop_utils.train.fastpath import compile as fastpath_compile
 from workshop_utils.train.fastpath import offload as offload_mod
 from workshop_utils.train.fastpath import plan as plan_mod
 from workshop_utils.train.fastpath.apply import set_checkpointing
@@ -32,13 +31,8 @@ from workshop_utils.train.memory import estimate
 
 @pytest.fixture(autouse=True)
 def cpu_compiler(monkeypatch):
-    import torch._dynamo
-
-    monkeypatch.setattr(fastpath_compile, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
-    with torch._dynamo.config.patch(suppress_errors=False):
+    with cpu_layer_compiler(monkeypatch):
         yield
-    torch._dynamo.reset()
 
 
 def assert_same(got, ref, rtol=1e-5, atol=1e-7):

@@ -53,6 +53,7 @@ def test_size_comes_from_the_highest_source(tmp_path, monkeypatch):
     ("train.memory_mode", "fast", "auto, budget, 16gb"),
     ("train.offload_vocab", "maybe", "auto, on, off"),
     ("train.offload_activations", "sometimes", "auto, on, off"),
+    ("train.fp8_backward", "yes", "off, on"),
     ("train.gradient_checkpointing", "sometimes", "auto, on, off 또는 층 수"),
     ("model.compute_dtype", "fp8", "auto, bfloat16, float16, float32"),
     ("data.hard_method", "random", "bm25, topic"),

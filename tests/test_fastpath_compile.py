@@ -10,7 +10,7 @@ compiled `workshop bench` recipe."""
 import pytest
 import torch
 
-from tests.helpers.fastpath_batches import features, lora_model, loss_and_grads
+from tests.helpers.fastpath_batches import cpu_layer_compiler, features, lora_model, loss_and_grads
 from workshop_utils.config import load_config
 from workshop_utils.model.attention import VARLEN_ATTENTION
 from workshop_utils.model.lora import decoder_layers
@@ -28,14 +28,8 @@ from workshop_utils.train.loss import fast_completion_loss
 
 @pytest.fixture(autouse=True)
 def cpu_compiler(monkeypatch):
-    import torch._dynamo
-
-    monkeypatch.setattr(fastpath_compile, "BACKEND", "aot_eager")
-    torch._dynamo.reset()  # each test counts its own graphs
-    # a passed check sets suppress_errors for the training; other tests get it back as it was
-    with torch._dynamo.config.patch(suppress_errors=False):
+    with cpu_layer_compiler(monkeypatch):
         yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ Recipes (ratios are meaningful within one run only: the same recipe moves ~15% b
 A fast-path recipe takes an attention override after '@', e.g. `default@sdpa` next to `default`
 (workshop_varlen where the kernel runs) shows what the attention backend alone is worth, and options
 after '+': `+compile` / `+nocompile` / `+compile_liger` set train.compile_layers to on / off / liger
-(`budget8+nocompile` next to `budget8` shows what the compiled decoder layers are worth).
+(`budget8+nocompile` next to `budget8` shows what the compiled decoder layers are worth), `+fp8` sets
+train.fp8_backward=on (the frozen weights' input gradients in FP8: `default+fp8`).
 `--peer-kit DIR --peer VARIANT...` runs the peer kit's variants (Unsloth, plain HF) in the same call
 and adds their rows (`peer:VARIANT`; their own data and timing, see the kit's README).
 """
@@ -48,7 +49,8 @@ PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+'
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
 # '+option' -> (TrainSettings field, value)
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
-           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off")}
+           "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off"),
+           "fp8": ("fp8_backward", "on")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
@@ -395,11 +397,15 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             optim=(plan.optim if plan.enabled and plan.optim else cfg.train.optim),
             estimate_gib=plan.estimate_gib if plan.enabled else None, load_s=round(cache["load_s"], 1),
             model_gib=model_gib, compile_layers=plan.compile_layers if plan.enabled else False,
-            compile_reason=plan.reasons.get("compile") if plan.enabled else None)
+            compile_reason=plan.reasons.get("compile") if plan.enabled else None,
+            fp8_backward=plan.fp8_backward if plan.enabled else False)
         compiled = getattr(base_model(peft_model), "_workshop_compiled", None)
         if compiled is not None:
             row["compile"] = compiled.stats()  # graphs, graph breaks, seconds; graphs_after_check = recompiles
             compiled.restore()
+        fp8 = getattr(base_model(peft_model), "_workshop_fp8", None)
+        if fp8 is not None:  # the next recipe on this model gets the 4-bit layers back, without the FP8 copies
+            fp8.restore()
         # the next recipe on this model starts without this one's adapter
         cache["model"] = peft_model.unload()
         del trainer, peft_model

@@ -167,6 +167,10 @@ class TrainSettings(_Section):
         "고속 경로: 디코더 층을 torch.compile로 컴파일 (모든 층이 같은 코드, 길이가 달라도 재컴파일 없음; 작은 "
         "micro-batch의 CPU 병목을 줄임): auto(CUDA에서 점검 후 켬) | on | off | liger(Liger 층 커널을 컴파일 안에 둠)",
         "auto", ("auto", "on", "off", "liger"))
+    fp8_backward: str = _help(
+        "고속 경로: 고정된 4비트 가중치를 지나는 입력 그래디언트(dx = dy W)를 FP8 텐서 코어로 (순전파와 loss는 그대로, "
+        "그래디언트는 FP8 반올림만큼 다름; Ada·Hopper GPU, bf16, 가중치 FP8 사본 +1바이트/파라미터): off | on",
+        "off", ("off", "on"))
     seed: int = _help("학습 난수 시드", 42)
 
 

@@ -75,7 +75,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
              quant: str = "nf4", double_quant: bool = True, checkpoint_layers: int = 0, fused_loss: bool = False,
              logit_tokens: int | None = None, upcast_embeddings: bool = True, offload_vocab: bool = False,
              optimizer: str = "paged_adamw_8bit", gpus: int = 1, strategy: str = "ddp",
-             bytes_per_value: int = 2, compiled: bool = False, offload_activations: bool = False) -> dict[str, float]:
+             bytes_per_value: int = 2, compiled: bool = False, offload_activations: bool = False,
+             fp8_backward: bool = False) -> dict[str, float]:
     """Estimated peak GiB of one training step, per component and "total" (the one estimator: the notebooks'
     tables, the fast path's planner and the per-GPU figures of DDP/FSDP all use it).
 
@@ -86,7 +87,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
     each forward); `gpus`/`strategy`: per GPU under DDP (a full copy each) or FSDP (weights and LoRA state
     sharded, one layer gathered at a time); `compiled`: decoder layers through torch.compile (more activations
     kept than Liger's eager kernels, ACTIVATION_CALIBRATION_COMPILED); `offload_activations`: the checkpointed
-    layers' inputs wait in CPU memory (ActivationOffload: two in flight on the GPU).
+    layers' inputs wait in CPU memory (ActivationOffload: two in flight on the GPU); `fp8_backward`: an FP8 copy
+    of every quantized weight for the backward's input gradients (fastpath/fp8.py).
     """
     lin, emb = s.linear_params(), s.embedding_params()
     if quant == "nf4":
@@ -104,6 +106,8 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
              "working": full * (RECOMPUTE_WORKING if ck else 1),
              "logits": FUSED_LOSS_BUFFER if fused_loss else
              (tokens if logit_tokens is None else logit_tokens) * s.vocab * (2 + 4 + 4)}  # bf16 + fp32 + grad
+    if fp8_backward:
+        parts["fp8 weights"] = fp8_copy_bytes(s)
     if offload_vocab:
         parts["weights"] -= vocab_gib(s, bytes_per_value) * GIB
         parts["lm_head (forward end)"] = max(0.0, s.vocab * s.hidden * bytes_per_value - parts["working"])
@@ -117,6 +121,12 @@ def estimate(s: Shape, tokens: int, r: int = 16, targets: tuple[str, ...] = ("q_
     out["overhead"] = FIXED_OVERHEAD_GIB
     out["total"] = sum(out.values())
     return out
+
+
+def fp8_copy_bytes(s: Shape) -> int:
+    """The FP8 copies of the quantized weights (fastpath/fp8.py): one byte per weight, one fp32 scale per input
+    feature (EXAONE-7.8B: 6.5 GiB)."""
+    return s.linear_params() + 4 * s.layers * sum(k for k, _ in s.module_dims().values())
 
 
 def scaling_table(s: Shape, gpus: list[int], per_device: int = 4, accumulation: int = 4,

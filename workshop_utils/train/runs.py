@@ -78,7 +78,9 @@ def run_identity(cfg: WorkshopConfig, model_name: str, splits: dict[str, list[di
     settings = {"model." + k: getattr(m, k) for k in ("load_in_4bit", "quant_type", "double_quant", "max_seq_length")}
     settings.update({"lora." + f.name: getattr(cfg.lora, f.name) for f in dataclasses.fields(cfg.lora)})
     settings.update({"train." + f.name: getattr(cfg.train, f.name) for f in dataclasses.fields(cfg.train)
-                     if f.name not in NOT_IDENTITY})
+                     if f.name not in NOT_IDENTITY and f.name != "fp8_backward"})
+    if cfg.train.fp8_backward != "off":  # FP8 gradients change what is learned (a little); off keeps the
+        settings["train.fp8_backward"] = cfg.train.fp8_backward  # identities of runs made before the setting
     return RunIdentity(model_name, data_hash(splits), settings)
 
 

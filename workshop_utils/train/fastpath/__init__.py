@@ -30,7 +30,10 @@ What the seed's recipe does on a GPU, and what the fast path changes (each part 
   sequences) -> on a tight budget in pinned CPU memory (ActivationOffload), copied out and back on a side
   stream behind the compute; the micro-batch grows again (8 instead of 4 within 8 GiB).
 - 16 GB mode (T4 class): fp16 with loss scaling, sdpa, every layer checkpointed, fused loss.
+- opt-in (`train.fp8_backward: on`): the backward's product through each frozen 4-bit weight (dx = dy W) on FP8
+  tensor cores (fp8.py): the forward and the loss stay as they are, the gradients differ by FP8's rounding.
 
 Numerically it is the same training: tests/test_fastpath.py compares loss and LoRA gradients of the
-fast and the plain path on CPU.
+fast and the plain path on CPU (FP8 input gradients, when turned on, are compared as close, not equal:
+tests/test_fp8_backward.py).
 """

@@ -9,6 +9,7 @@ from ...model.lora import apply_lora, base_model, decoder_layers
 from ..collators import FlatteningCollator
 from ..loss import fast_completion_loss, uses_liger_loss
 from .compile import compile_checked, probe_features
+from .fp8 import FP8Backward
 from .kernels import apply_liger
 from .offload import set_activation_offload
 from .plan import FastPlan
@@ -42,8 +43,9 @@ def undo_fp32_upcast(model, dtype: torch.dtype) -> float:
 
 def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype | None = None,
                        seed: int | None = 0) -> tuple[object, list[str]]:
-    """LoRA without the fp32 upcast, attention backend, Liger kernels, (partial) checkpointing and the compiled
-    decoder layers (checked once; eager again, with Liger's layer kernels, if the check fails).
+    """LoRA without the fp32 upcast, attention backend, Liger kernels, (partial) checkpointing, FP8 input
+    gradients (opt-in) and the compiled decoder layers (checked once; eager again, with Liger's layer kernels,
+    if the check fails).
 
     A model that already has LoRA (a notebook applied it with peft's fp32 upcast) gets its frozen weights
     back in the compute `dtype`, so the run uses the memory the plan counted. `seed`: LoRA's initialization
@@ -72,6 +74,10 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
         base.enable_input_require_grads()
     base._workshop_activation_offload = (
         set_activation_offload(model, plan.checkpoint_layers) if plan.offload_activations else None)
+    fp8 = base._workshop_fp8 = FP8Backward().attach(model) if plan.fp8_backward else None
+    if fp8 is not None:
+        plan.reasons["fp8_backward"] = (f"{plan.reasons.get('fp8_backward', '켬')}: 4비트 선형층 {len(fp8.layers)}개, "
+                                        f"FP8 사본 {fp8.gib:.2f} GiB")
     if plan.compile_layers:
         batch = FlatteningCollator(0, seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS)(
             probe_features(base.config.vocab_size))

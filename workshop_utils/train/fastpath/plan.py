@@ -16,6 +16,7 @@ from ...runtime.distributed import dist_info
 from ..collators import PAD_MULTIPLE
 from ..memory import checkpoint_input_bytes, estimate, optimizer_state_bytes, vocab_gib
 from .compile import compile_choice
+from .fp8 import FP8_SETTINGS, fp8_supported
 from .kernels import liger_available
 
 SIXTEEN_GB_BUDGET_GIB = 8.0  # 16gb mode: planned peak allocated on a T4-class card
@@ -41,6 +42,7 @@ class FastPlan:
     pad_to_multiple_of: int = 1
     compile_layers: bool = False  # decoder layers through torch.compile (fastpath/compile.py)
     compile_keep_liger: bool = False  # Liger's rope/RMSNorm/SwiGLU inside the compiled layers
+    fp8_backward: bool = False  # the frozen weights' input gradients in FP8 (fastpath/fp8.py)
     budget_gib: float | None = None
     estimate_gib: float | None = None
     reasons: dict = field(default_factory=dict)
@@ -60,7 +62,8 @@ class FastPlan:
                f"attention={self.attention}, checkpointing={self.checkpointing}, "
                f"micro_batch={self.micro_batch} x accumulation {self.grad_accum}, "
                f"offload_vocab={self.offload_vocab}, offload_activations={self.offload_activations}, "
-               f"compile_layers={self.compile_layers}" + (f", optim={self.optim}" if self.optim else "")]
+               f"compile_layers={self.compile_layers}" + (f", optim={self.optim}" if self.optim else "")
+               + (", fp8_backward=True" if self.fp8_backward else "")]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
@@ -164,6 +167,22 @@ def optimizer_choice(optim: str, on_cuda: bool, lora_params: int, room_gib: floa
                          "fused AdamW (모든 텐서를 커널 몇 개로, 정확한 fp32 모멘트)")
 
 
+def fp8_choice(setting, device) -> tuple[bool, str]:
+    """(FP8 input gradients, why) for `train.fp8_backward` (off | on) on this device."""
+    s = str(setting).lower()
+    if s not in FP8_SETTINGS:
+        raise ValueError(f"train.fp8_backward={setting!r}: {' | '.join(FP8_SETTINGS)}")
+    if s == "off":
+        return False, "끔 (기본: 그래디언트가 bf16 경로와 같음; 켜면 Ada·Hopper GPU에서 역전파가 빨라짐)"
+    if dist_info().world_size > 1:
+        return False, "켤 수 없음: 여러 프로세스(DDP/FSDP)에서는 측정하지 않음 (FSDP는 4비트 가중치를 나눠 가짐)"
+    ok, why = fp8_supported(device.device, device.dtype)
+    if not ok:
+        return False, f"켤 수 없음: {why}"
+    return True, (f"고정된 4비트 가중치의 입력 그래디언트를 FP8로 ({why}; 순전파·loss는 그대로, 그래디언트는 FP8 "
+                  "반올림만큼 다름; 가중치 FP8 사본만큼 메모리 더)")
+
+
 def fast_path_off_reason(cfg, device) -> str | None:
     """Why the fast path is off for this config and device (None = it is on)."""
     if cfg.train.fast_path == "off":
@@ -252,6 +271,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and plan.attention == "flex_attention") else 1
     plan.compile_layers, plan.compile_keep_liger, r["compile"] = compile_choice(
         t.compile_layers, on_cuda, dist_info().world_size, has_triton=True if kernels else None)
+    plan.fp8_backward, r["fp8_backward"] = fp8_choice(t.fp8_backward, device)
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
@@ -279,7 +299,7 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
                         tuple(cfg.lora.target_modules), checkpoint_layers=ck, fused_loss=plan.liger,
                         logit_tokens=m * completion_tokens, upcast_embeddings=False, offload_vocab=off,
                         compiled=plan.compile_layers and not plan.compile_keep_liger,
-                        offload_activations=act, optimizer=optimizer)["total"]
+                        offload_activations=act, optimizer=optimizer, fp8_backward=plan.fp8_backward)["total"]
 
     def pinned_gib(m, ck):  # CPU memory the offloaded inputs take
         return ck * checkpoint_input_bytes(shape, micro_batch_tokens(m, mean_tokens, p90_tokens)) / 1024**3
