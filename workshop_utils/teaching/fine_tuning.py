@@ -10,6 +10,7 @@ from ..data.prompts import tokenize_example
 from ..model.shape import EXAONE_7_8B, Shape
 from ..runtime.device import DeviceChoice
 from ..train.collators import CompletionCollator
+from ..train.fastpath.fp8 import fp8_input_grad, fp8_weight
 from ..train.fastpath.plan import micro_batch_tokens, plan_fast_path
 from ..train.memory import estimate
 
@@ -163,3 +164,28 @@ def measured_scaling() -> list[dict]:
     one = {(s, r): t for s, r, g, t, _ in MEASURED_2X_H200 if g == 1}
     return [{"방식": s, "레시피": r, "GPU 수": g, "tokens/s (합계)": t, "1 GPU 대비": round(t / one[(s, r)], 2),
              "GPU당 최대 할당 GiB": peak} for s, r, g, t, peak in MEASURED_2X_H200]
+
+
+# FP8 input gradients (train.fp8_backward): SmolLM2-135M's layer shapes (out, in)
+FP8_DEMO_SHAPES = (("q_proj", 576, 576), ("k_proj", 192, 576), ("up_proj", 1536, 576), ("down_proj", 576, 1536))
+
+
+def fp8_backward_demo(tokens: int = 64, seed: int = 0) -> list[dict]:
+    """What FP8 input gradients change, on the CPU in a second: for a random dy and a frozen weight W of each
+    shape (out, in), the relative error of dx = dy W in bf16 and in FP8 (E4M3, row scales: fastpath/fp8.py)
+    against the exact fp32 product. The forward (and so the loss) is not touched."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for name, n_out, k_in in FP8_DEMO_SHAPES:
+        w = torch.randn(n_out, k_in, generator=g) * k_in ** -0.5
+        dy = torch.randn(tokens, n_out, generator=g)
+        exact = dy @ w
+        bf16 = (dy.bfloat16() @ w.bfloat16()).float()
+        fp8 = fp8_input_grad(dy.bfloat16(), *fp8_weight(w.bfloat16())).float()
+
+        def rel(x):
+            return round(float((x - exact).norm() / exact.norm()), 4)
+
+        rows.append({"SmolLM2 층 (out x in)": f"{name} ({n_out} x {k_in})", "bf16 곱의 상대 오차": rel(bf16),
+                     "FP8 곱의 상대 오차": rel(fp8), "FP8 가중치 사본 KiB": round(n_out * k_in / 2**10)})
+    return rows
