@@ -72,7 +72,7 @@ def cpu_compiler(monkeypatch):
 
 @pytest.mark.parametrize("compile_layers", [False, True], ids=["eager", "compiled"])
 def test_fp8_backward_keeps_the_loss_and_stays_close_to_the_exact_gradients(cpu_compiler, compile_layers):
-    ref_model, _, tok = lora_model(compile_layers, 0, VARLEN_ATTENTION)
+    ref_model, _, tok = lora_model(False, 0, VARLEN_ATTENTION)  # the exact gradients (eager: one compile less)
     batch = _batch(tok)
     loss_ref, ref = loss_and_grads(ref_model, batch)
     model, plan, _ = lora_model(compile_layers, 0, VARLEN_ATTENTION, fp8_backward=True)
@@ -83,7 +83,8 @@ def test_fp8_backward_keeps_the_loss_and_stays_close_to_the_exact_gradients(cpu_
     assert fp8.gib == pytest.approx(fp8_copy_bytes(dataclasses.replace(EXAONE_7_8B, hidden=64, intermediate=128,
                                                                        layers=3, heads=4, kv_heads=2)) / 1024**3)
     loss, got = loss_and_grads(model, batch)
-    assert loss == loss_ref  # the forward is bitsandbytes' product: the same loss, bit for bit
+    # the forward is bitsandbytes' product: the same loss, bit for bit (compiled: the compiled forward's)
+    assert loss == loss_ref if not compile_layers else loss == pytest.approx(loss_ref, rel=1e-6)
     agree = gradient_agreement(ref, got)
     assert agree["tensors"] == 3 * 4 * 2 and agree["cosine"] > 0.995 and agree["max_rel_error"] < 0.1, agree
     assert agree["max_rel_error"] > 1e-4, agree  # the backward did run in FP8
