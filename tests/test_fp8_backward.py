@@ -70,6 +70,7 @@ def cpu_compiler(monkeypatch):
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compile_layers", [False, True], ids=["eager", "compiled"])
 def test_fp8_backward_keeps_the_loss_and_stays_close_to_the_exact_gradients(cpu_compiler, compile_layers):
     ref_model, _, tok = lora_model(False, 0, VARLEN_ATTENTION)  # the exact gradients (eager: one compile less)

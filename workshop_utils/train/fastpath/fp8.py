@@ -105,24 +105,23 @@ def gpu_quantizer() -> tuple[object, str]:
     return ref_fn, f"torch.compile ({why})"
 
 
-@torch.library.custom_op("workshop::fp8_input_grad", mutates_args=())
-def _fp8_input_grad_op(grad: torch.Tensor, wt8: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+def fp8_input_grad(grad: torch.Tensor, wt8: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """dx = dy W with dy (..., N) scaled per row into E4M3 (on the GPU by one Triton kernel, gpu_quantizer) and W^T
+    from fp8_weight; fp32 accumulation, the result in dy's dtype."""
     g = grad.reshape(-1, grad.shape[-1])
     g8, g_scale = (gpu_quantizer()[0] if g.is_cuda else quantize_rows)(g)
     out = torch._scaled_mm(g8, wt8.t(), scale_a=g_scale, scale_b=w_scale, out_dtype=torch.bfloat16)
     return out.to(grad.dtype).reshape(*grad.shape[:-1], wt8.shape[0])
 
 
+# the backward of a compiled decoder layer calls it as one opaque step (traced, its row scaling broke dynamo's
+# capture of the autograd.Function's backward)
+_fp8_input_grad_op = torch.library.custom_op("workshop::fp8_input_grad", fp8_input_grad, mutates_args=())
+
+
 @_fp8_input_grad_op.register_fake
 def _(grad, wt8, w_scale):
     return grad.new_empty(*grad.shape[:-1], wt8.shape[0])
-
-
-def fp8_input_grad(grad: torch.Tensor, wt8: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    """dx = dy W with dy (..., N) scaled per row into E4M3 and W^T from fp8_weight; fp32 accumulation, the
-    result in dy's dtype. A torch custom op: a compiled decoder layer calls it as one opaque step (on the GPU
-    the row scaling inside is one Triton kernel, gpu_quantizer)."""
-    return _fp8_input_grad_op(grad, wt8, w_scale)
 
 
 def fp8_supported(device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str]:
@@ -161,7 +160,7 @@ def _fp8_linear4bit():
         @staticmethod
         def backward(ctx, grad_output):
             wt8, w_scale = ctx.saved_tensors
-            grad_a = fp8_input_grad(grad_output, wt8, w_scale) if ctx.needs_input_grad[0] else None
+            grad_a = _fp8_input_grad_op(grad_output, wt8, w_scale) if ctx.needs_input_grad[0] else None
             return grad_a, None, None, None, None
 
     class FP8GradLinear4bit(bnb.nn.Linear4bit):
