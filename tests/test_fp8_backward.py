@@ -172,3 +172,20 @@ def test_teaching_demo_shows_fp8_rounding_next_to_bf16s():
     assert len(rows) == len(FP8_DEMO_SHAPES)
     for r in rows:  # E4M3 keeps 3 mantissa bits to bf16's 7: about 16x the error, still a few percent
         assert 0 < r["bf16 곱의 상대 오차"] < 0.01 < r["FP8 곱의 상대 오차"] < 0.06, r
+
+
+def test_planning_another_machines_gpu_takes_its_fp8_cores_instead_of_probing_this_one(monkeypatch):
+    from workshop_utils.teaching.fine_tuning import TYPICAL_GPUS, plan_table
+
+    def no_probe(*a):
+        raise AssertionError("this machine's GPU was probed")
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", no_probe)
+    cfg = load_config()
+    cfg.train.fp8_backward = "on"
+    assert len(plan_table(cfg)) == len(TYPICAL_GPUS)  # on a machine without CUDA too
+    device = DeviceChoice("cuda", torch.bfloat16, "", vram_gib=139.8)
+    for fp8_cores in (True, False):
+        plan = plan_mod.plan_fast_path(cfg, device, EXAONE_7_8B, 1062, 1400, 120,
+                                       kernels=(True, True, True, fp8_cores))
+        assert plan.fp8_backward == fp8_cores, plan.reasons["fp8_backward"]

@@ -88,8 +88,9 @@ def compare_with_seed(args, size: str = "") -> "list[dict]":
 
 
 # GPUs a participant may have: (name, GiB, bf16 support)
-TYPICAL_GPUS = [("H200", 139.8, True), ("H100 80GB", 79.6, True), ("A100 40GB", 39.4, True),
-                ("RTX 4090 / L4 (24GB)", 23.6, True), ("T4 (16GB, Colab)", 14.7, False)]
+# (name, GiB, bf16, FP8 tensor cores: compute capability >= 8.9)
+TYPICAL_GPUS = [("H200", 139.8, True, True), ("H100 80GB", 79.6, True, True), ("A100 40GB", 39.4, True, False),
+                ("RTX 4090 / L4 (24GB)", 23.6, True, True), ("T4 (16GB, Colab)", 14.7, False, False)]
 
 
 def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tokens: int = 1420,
@@ -102,7 +103,7 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
     shape = shape or EXAONE_7_8B
     full = load_config("full").train
     rows = []
-    for name, vram, bf16 in TYPICAL_GPUS:
+    for name, vram, bf16, fp8 in TYPICAL_GPUS:
         c = copy.deepcopy(cfg)
         c.train.fast_path = "on"
         # the seed's batch (size full), whatever size this session runs
@@ -110,7 +111,7 @@ def plan_table(cfg, shape: Shape | None = None, mean_tokens: int = 1062, p90_tok
         c.train.gradient_accumulation_steps = full.gradient_accumulation_steps
         dev = DeviceChoice("cuda", torch.bfloat16 if bf16 else torch.float16, "", name, vram)
         # as installed on a GPU machine (`make` adds liger-kernel there); flash kernels need bf16-class cards
-        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16, True))
+        p = plan_fast_path(c, dev, shape, mean_tokens, p90_tokens, completion_tokens, kernels=(True, bf16, True, fp8))
         rows.append({"GPU": name, "메모리 GiB": vram, "모드": p.mode, "dtype": "bf16" if bf16 else "fp16",
                      "micro-batch x 누적": f"{p.micro_batch} x {p.grad_accum}", "체크포인팅": p.checkpointing,
                      "어텐션": p.attention, "임베딩·lm_head": "CPU" if p.offload_vocab else "GPU",

@@ -124,14 +124,17 @@ def _(grad, wt8, w_scale):
     return grad.new_empty(*grad.shape[:-1], wt8.shape[0])
 
 
-def fp8_supported(device: torch.device | str, dtype: torch.dtype) -> tuple[bool, str]:
-    """Whether FP8 input gradients can run here, and why not."""
+def fp8_supported(device: torch.device | str, dtype: torch.dtype, fp8_cores: bool | None = None) -> tuple[bool, str]:
+    """Whether FP8 input gradients can run here, and why not. `fp8_cores`: whether the GPU has FP8 tensor cores
+    (compute capability >= 8.9), given when planning for another machine's GPU; None = this machine's GPU."""
     device = torch.device(device)
     if not hasattr(torch, "_scaled_mm"):
         return False, "이 torch에 FP8 곱(_scaled_mm)이 없음"
     if device.type == "cuda":
         if dtype != torch.bfloat16:
             return False, f"FP8 역전파는 bf16 학습에서만 (지금 {str(dtype)[6:]}; T4의 fp16 모드는 FP8 텐서 코어가 없음)"
+        if fp8_cores is not None:
+            return fp8_cores, "FP8 텐서 코어" if fp8_cores else "FP8 텐서 코어가 없는 GPU (Ada·Hopper 이상에만 있음)"
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 9):
             return False, f"FP8 텐서 코어가 없는 GPU (compute capability {major}.{minor} < 8.9: Ada·Hopper 이상)"

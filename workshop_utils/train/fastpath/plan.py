@@ -167,8 +167,9 @@ def optimizer_choice(optim: str, on_cuda: bool, lora_params: int, room_gib: floa
                          "fused AdamW (모든 텐서를 커널 몇 개로, 정확한 fp32 모멘트)")
 
 
-def fp8_choice(setting, device) -> tuple[bool, str]:
-    """(FP8 input gradients, why) for `train.fp8_backward` (off | on) on this device."""
+def fp8_choice(setting, device, fp8_cores: bool | None = None) -> tuple[bool, str]:
+    """(FP8 input gradients, why) for `train.fp8_backward` (off | on) on this device (`fp8_cores`: whether the
+    GPU has FP8 tensor cores, for planning another machine's GPU; None = probe this one)."""
     s = str(setting).lower()
     if s not in FP8_SETTINGS:
         raise ValueError(f"train.fp8_backward={setting!r}: {' | '.join(FP8_SETTINGS)}")
@@ -176,7 +177,7 @@ def fp8_choice(setting, device) -> tuple[bool, str]:
         return False, "끔 (기본: 그래디언트가 bf16 경로와 같음; 켜면 Ada·Hopper GPU에서 역전파가 빨라짐)"
     if dist_info().world_size > 1:
         return False, "켤 수 없음: 여러 프로세스(DDP/FSDP)에서는 측정하지 않음 (FSDP는 4비트 가중치를 나눠 가짐)"
-    ok, why = fp8_supported(device.device, device.dtype)
+    ok, why = fp8_supported(device.device, device.dtype, fp8_cores)
     if not ok:
         return False, f"켤 수 없음: {why}"
     return True, (f"고정된 4비트 가중치의 입력 그래디언트를 FP8로 ({why}; 순전파·loss는 그대로, 그래디언트는 FP8 "
@@ -202,8 +203,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     and the number of checkpointed layers are chosen together: for each micro-batch the fewest
     checkpointed layers that fit the memory budget, then the pair with the lowest estimated step time
     (`step_cost`). `kernels` = (Liger installed, varlen flash kernel runs[, memory-efficient varlen
-    kernel runs]) for planning another machine's GPU (plan_table; Triton is then assumed installed);
-    by default this machine is probed.
+    kernel runs[, FP8 tensor cores]]) for planning another machine's GPU (plan_table; Triton is then assumed
+    installed); by default this machine is probed.
     """
     t = cfg.train
     p90_tokens = p90_tokens or mean_tokens
@@ -271,7 +272,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
     plan.pad_to_multiple_of = PAD_MULTIPLE if (plan.padding_free and plan.attention == "flex_attention") else 1
     plan.compile_layers, plan.compile_keep_liger, r["compile"] = compile_choice(
         t.compile_layers, on_cuda, dist_info().world_size, has_triton=True if kernels else None)
-    plan.fp8_backward, r["fp8_backward"] = fp8_choice(t.fp8_backward, device)
+    plan.fp8_backward, r["fp8_backward"] = fp8_choice(t.fp8_backward, device,
+                                                      kernels[3] if kernels and len(kernels) > 3 else None)
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
