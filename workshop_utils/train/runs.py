@@ -32,6 +32,9 @@ NOT_IDENTITY = {"output_dir", "logging_steps", "eval_steps", "save_steps", "save
                 "eval_max_examples", "early_stopping_patience", "early_stopping_threshold", "fast_path", "padding_free",
                 "liger_kernels", "memory_mode", "memory_budget_gib", "offload_vocab", "offload_activations",
                 "gradient_checkpointing", "per_device_eval_batch_size"}
+# settings that change what is learned but came after runs were recorded: part of the identity only when set away
+# from this default, so the identities (and folders) of earlier runs stay as they were
+ADDED_LATER = {"fp8_backward": "off"}  # FP8 gradients (fastpath/fp8.py) differ a little from exact ones
 
 
 @dataclass
@@ -77,10 +80,10 @@ def run_identity(cfg: WorkshopConfig, model_name: str, splits: dict[str, list[di
     m = cfg.model
     settings = {"model." + k: getattr(m, k) for k in ("load_in_4bit", "quant_type", "double_quant", "max_seq_length")}
     settings.update({"lora." + f.name: getattr(cfg.lora, f.name) for f in dataclasses.fields(cfg.lora)})
-    settings.update({"train." + f.name: getattr(cfg.train, f.name) for f in dataclasses.fields(cfg.train)
-                     if f.name not in NOT_IDENTITY and f.name != "fp8_backward"})
-    if cfg.train.fp8_backward != "off":  # FP8 gradients change what is learned (a little); off keeps the
-        settings["train.fp8_backward"] = cfg.train.fp8_backward  # identities of runs made before the setting
+    for f in dataclasses.fields(cfg.train):
+        value = getattr(cfg.train, f.name)
+        if f.name not in NOT_IDENTITY and (f.name not in ADDED_LATER or value != ADDED_LATER[f.name]):
+            settings["train." + f.name] = value
     return RunIdentity(model_name, data_hash(splits), settings)
 
 
