@@ -25,10 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_perf import _time_ms  # noqa: E402
 
-from workshop_utils.model.shape import Shape  # noqa: E402
+from workshop_utils.model.shape import EXAONE_7_8B as EXAONE  # noqa: E402
 from workshop_utils.train.fastpath.fp8 import fp8_input_grad, fp8_weight, gpu_quantizer, quantize_rows  # noqa: E402
-
-EXAONE = Shape("EXAONE-3.0-7.8B", 102400, 4096, 14336, 32, 32, 8)
 
 
 def main() -> int:
