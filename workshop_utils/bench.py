@@ -113,9 +113,11 @@ def scaled_tiny_lengths() -> dict:
 
 
 class StepTimer:
-    """A TrainerCallback timing optimizer steps end to end (data, forward, backward, optimizer),
-    CUDA-synchronized; the timed window runs from the end of step `warmup` to the end of the last
-    step, and the Trainer's non-padding token count is read at the same two points."""
+    """A TrainerCallback timing optimizer steps end to end (data, forward, backward, optimizer). The timed
+    window runs from the end of step `warmup` to the end of the last step, each end CUDA-synchronized, and
+    the Trainer's non-padding token count is read at the same two points (as the peer kit times its runs).
+    Between them nothing waits for the GPU: each step's end is a CUDA event, read after the window, so a
+    trainer that keeps the GPU fed across step boundaries (train/nowait.py) is measured as it runs."""
 
     def __init__(self, warmup: int, end: int):
         import torch
@@ -125,29 +127,48 @@ class StepTimer:
         self.step_seconds: list[float] = []
         self.t0 = self.tok0 = self.t1 = self.tok1 = None
         self.first_step_peak = 0
-        self._last = 0.0
+        self._marks: list = []  # the start and each step's end: CUDA events, or perf_counter() off CUDA
         timer = self
+        cuda = torch.cuda.is_available()
+
+        def mark():
+            if not cuda:
+                return time.perf_counter()
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
 
         class _CB(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 _sync()
-                timer._last = time.perf_counter()
+                timer._marks = [mark()]
 
             def on_step_end(self, args, state, control, **kw):
-                _sync()
-                now = time.perf_counter()
-                timer.step_seconds.append(now - timer._last)
-                timer._last = now
-                if state.global_step == 1 and torch.cuda.is_available():
+                timer._marks.append(mark())
+                if state.global_step == 1 and cuda:
                     # the first step also holds one-off allocations (FSDP's unsharded load, workspaces)
                     timer.first_step_peak = torch.cuda.max_memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
-                if state.global_step == timer.warmup:
-                    timer.t0, timer.tok0 = now, state.num_input_tokens_seen
-                elif timer.warmup < state.global_step <= timer.end:
-                    timer.t1, timer.tok1 = now, state.num_input_tokens_seen
+                step = state.global_step
+                last = step == timer.end or (timer.warmup < step < timer.end and control.should_training_stop)
+                if step == timer.warmup or last:  # the window's two ends: wait for the GPU there only
+                    _sync()
+                    now = time.perf_counter()
+                    if last:
+                        timer.t1, timer.tok1 = now, state.num_input_tokens_seen
+                    else:
+                        timer.t0, timer.tok0 = now, state.num_input_tokens_seen
+                    timer._read_marks()
 
         self.callback = _CB()
+
+    def _read_marks(self) -> None:
+        """Step durations from the marks (all finished: read after a synchronization)."""
+        m = self._marks
+        if m and not isinstance(m[0], float):
+            self.step_seconds = [a.elapsed_time(b) / 1000 for a, b in zip(m, m[1:])]
+        else:
+            self.step_seconds = [b - a for a, b in zip(m, m[1:])]
 
     def tokens_per_second(self) -> float:
         if self.t0 is None or self.t1 is None or self.t1 <= self.t0:

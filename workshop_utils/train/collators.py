@@ -9,6 +9,9 @@ import torch
 from ..data.prompts import IGNORE_INDEX
 
 COMPLETION_POSITIONS = "completion_positions"
+# the batch's non-padding tokens as a Python int, counted on the CPU: the Trainer's own count
+# (include_num_input_tokens_seen="non_padding") sums them on the GPU and waits for it every micro-batch
+TOKEN_COUNT = "num_tokens"
 
 
 def completion_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -83,6 +86,7 @@ class FlatteningCollator:
         # where the loss needs logits, found here on the CPU: on the GPU it would be a nonzero() that waits for
         # everything queued before it (train/loss.py reads this key instead)
         out[COMPLETION_POSITIONS] = completion_positions(out["labels"])
+        out[TOKEN_COUNT] = int((out["input_ids"] != self.pad_token_id).sum())  # what the Trainer counts as non-padding
         if self.seq_lens:
             # transformers' names for varlen boundaries (forwarded to the attention function)
             out["cu_seq_lens_q"] = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0, dtype=torch.int32)

@@ -6,13 +6,13 @@ import torch
 
 from ..data.prompts import IGNORE_INDEX
 from ..model.lora import base_model
-from .collators import COMPLETION_POSITIONS, completion_positions
+from .collators import COMPLETION_POSITIONS, TOKEN_COUNT, completion_positions
 
 
 def _labels_and_positions(inputs: dict) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """(the model's inputs, labels, completion positions): the positions the collator found on the CPU
     (FlatteningCollator), else computed here."""
-    fwd = {k: v for k, v in inputs.items() if k not in ("labels", COMPLETION_POSITIONS)}
+    fwd = {k: v for k, v in inputs.items() if k not in ("labels", COMPLETION_POSITIONS, TOKEN_COUNT)}
     labels = inputs["labels"]
     keep = inputs.get(COMPLETION_POSITIONS)
     return fwd, labels, completion_positions(labels) if keep is None else keep.to(labels.device)

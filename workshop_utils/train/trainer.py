@@ -40,12 +40,13 @@ from .callbacks import (
     RunIdentityCallback,
     oom_message,
 )
-from .collators import CompletionCollator, FlatteningCollator
+from .collators import TOKEN_COUNT, CompletionCollator, FlatteningCollator
 from .fastpath.apply import prepare_fast_model
 from .fastpath.offload import VocabOffload
 from .fastpath.plan import FastPlan, fast_path_off_reason, fixed_checkpoint_layers, plan_fast_path, sequence_token_stats
 from .loss import completion_loss, fast_completion_loss
 from .memory import fits_without_checkpointing
+from .nowait import DeferredLog
 from .runs import (RunIdentity, checkpoint_identity, mark_latest, new_run, resumable_run, run_identity, run_label,
                    runs_root)
 from .tracking import TRACKIO_INSTALL, trackio_available, trackio_dashboard_command, trackio_dir, wandb_mode
@@ -189,11 +190,36 @@ class CompletionOnlyTrainer(Trainer):
 
 
 class FastPathTrainer(CompletionOnlyTrainer):
-    """The fast path's trainer: padding-free batches, Liger's fused loss when applied, and the vocabulary
-    weights in CPU memory while training when the plan says so (fastpath/)."""
+    """The fast path's trainer: padding-free batches, Liger's fused loss when applied, the vocabulary
+    weights in CPU memory while training when the plan says so (fastpath/), and no waiting for the GPU
+    between steps (nowait.py: the token count from the collator, each step's log written one step later)."""
 
     loss_fn = staticmethod(fast_completion_loss)
     fast_plan = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deferred_log = DeferredLog()
+
+    def _track_num_input_tokens(self, inputs):
+        n = inputs.get(TOKEN_COUNT)
+        if n is None or self.args.include_num_input_tokens_seen != "non_padding" or self.args.world_size > 1:
+            return super()._track_num_input_tokens(inputs)
+        self.state.num_input_tokens_seen += n  # counted by the collator on the CPU: no wait for the GPU
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval, start_time,
+                                 learning_rate=None):
+        should_log = self.control.should_log
+        self.deferred_log.flush(self, start_time)  # the step before: the GPU finished it while this one was queued
+        self.control.should_log = should_log  # (the flushed log's on_log resets it)
+        if DeferredLog.can_defer(self):
+            self.deferred_log.take(self, tr_loss, grad_norm, learning_rate)
+        return super()._maybe_log_save_evaluate(tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval,
+                                                start_time, learning_rate=learning_rate)
+
+    def log(self, logs, start_time=None):
+        self.deferred_log.flush(self, start_time)  # whatever is logged next comes after the step taken before it
+        return super().log(logs, start_time)
 
     def _prepare_input(self, data):
         # the DataLoader pinned the batch: copy it without waiting, so that the CPU goes on issuing the forward
@@ -274,7 +300,10 @@ def assemble_trainer(model, tokenizer, train_ds, eval_ds, cfg: WorkshopConfig, d
                          **({"optim": plan.optim} if plan.optim else {}),
                          # the filter checks every micro-batch's loss for NaN on the CPU (a wait for the GPU each
                          # time); unfiltered, a NaN reaches the log, where NaNLossCallback reports it
-                         "logging_nan_inf_filter": False, **arg_overrides,
+                         "logging_nan_inf_filter": False,
+                         # the batch's copy to the GPU from pinned memory without waiting (nowait.py)
+                         **({"accelerator_config": {"non_blocking": True}} if device.device == "cuda" else {}),
+                         **arg_overrides,
                          "gradient_checkpointing": False}
         trainer_cls = FastPathTrainer
     else:
