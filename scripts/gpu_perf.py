@@ -36,7 +36,8 @@ RECIPES = ["budget8", "budget8+nocompile", "t4", "t4@sdpa+nocompile", "hf_lean",
            "default+nocompile", "t4+nocompile", "budget8+compile_liger"]
 # recipe -> the same recipe without the lever it shows
 PARTNER = {"budget8": "budget8+nocompile", "default": "default+nocompile", "default+fp8": "default",
-           "t4": "t4+nocompile", "t4+nocompile": "t4@sdpa+nocompile", "budget8+compile_liger": "budget8"}
+           "t4": "t4+nocompile", "t4+nocompile": "t4@sdpa+nocompile", "budget8+compile_liger": "budget8",
+           "default+nodrop": "default", "default+fp8+nodrop": "default+fp8"}
 SMALL = "random:exaone:layers=2,hidden=512,intermediate=1024,heads=8,kv_heads=2"
 # (dtype, attention, compiler, Liger's layer kernels inside the compiled layer); the last one patches
 # transformers' rope function for the whole process (Liger's rope is module-level), so it runs last
@@ -386,9 +387,11 @@ def summary(result: dict, checks: dict) -> str:
                   + ratio("t4", lambda v, p: v.startswith("uns") and "fp16" in v.split("+")),
                   "  card with room (default) >= 1.5x Unsloth's best of any memory: "
                   + ratio("default", lambda v, p: v.startswith("uns"))]
-        if "default+fp8" in rows:
-            lines.append("  card with room, FP8 input gradients (default+fp8) >= 1.5x Unsloth's best of any memory: "
-                         + ratio("default+fp8", lambda v, p: v.startswith("uns")))
+        for name, what in (("default+fp8", "FP8 input gradients"), ("default+nodrop", "LoRA dropout 0 as Unsloth's"),
+                           ("default+fp8+nodrop", "FP8 input gradients, LoRA dropout 0 as Unsloth's")):
+            if name in rows:
+                lines.append(f"  card with room, {what} ({name}) >= 1.5x Unsloth's best of any memory: "
+                             + ratio(name, lambda v, p: v.startswith("uns")))
     return "\n".join(lines)
 
 

@@ -27,6 +27,10 @@ def test_recipe_options_set_the_compile_setting_and_are_checked():
     assert recipe_config("budget8+compile_liger", "m", 3, True, options=recipe_options("budget8+compile_liger")) \
         .train.compile_layers == "liger"
     assert "[compile_layers=on]" in describe_recipe("default+compile")
+    # an option of another config section: LoRA without dropout (the peer kit's Unsloth setting)
+    cfg = recipe_config("default+fp8+nodrop", "m", 3, True, options=recipe_options("default+fp8+nodrop"))
+    assert (cfg.lora.lora_dropout, cfg.train.fp8_backward) == (0.0, "on")
+    assert recipe_config("default", "m", 3, True).lora.lora_dropout == 0.05
     for bad in ("hf_lean+compile", "budget8+fast", "hf_lean@sdpa"):
         with pytest.raises(ValueError, match="고속 경로 레시피에만"):
             split_recipe(bad)

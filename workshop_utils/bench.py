@@ -47,10 +47,12 @@ BASELINE = "hf_gc"
 LEAN_BASELINE = "hf_lean"
 PLAIN_RECIPES = ("seed", "hf_gc", "hf_lean")  # the fast path off: no '@' or '+' options
 ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "flex_attention")
-# '+option' -> (TrainSettings field, value)
+# '+option' -> (setting, value): a TrainSettings field, or 'section.field' of another part of the config.
+# nodrop: LoRA without dropout -- the peer kit's Unsloth variants train that way (Unsloth's fast LoRA path wants
+# lora_dropout=0), the workshop's config and the HF baselines use 0.05; the first step's loss is the same (B = 0)
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
            "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off"),
-           "fp8": ("fp8_backward", "on")}
+           "fp8": ("fp8_backward", "on"), "nodrop": ("lora.lora_dropout", 0.0)}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
@@ -69,7 +71,8 @@ def split_recipe(name: str) -> tuple[str, str | None]:
 
 
 def recipe_options(name: str) -> dict:
-    """The train settings a recipe's '+options' set: {'compile_layers': 'off'} for 'budget8+nocompile'."""
+    """The settings a recipe's '+options' set: {'compile_layers': 'off'} for 'budget8+nocompile' (train settings;
+    'section.field' for another part of the config: {'lora.lora_dropout': 0.0} for 'default+nodrop')."""
     split_recipe(name)
     return dict(OPTIONS[o] for o in name.split("+")[1:])
 
@@ -208,7 +211,8 @@ def recipe_config(name: str, model_id: str, steps: int, on_cuda: bool, attention
             t.memory_mode = "16gb"
             cfg.model.compute_dtype = "float16"
     for key, value in (options or {}).items():
-        setattr(t, key, value)
+        section, _, field = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else t, field, value)
     if not on_cuda:
         cfg.model.compute_dtype = "float32"
     return cfg
