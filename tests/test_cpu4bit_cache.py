@@ -101,7 +101,9 @@ def test_a_second_load_is_a_copy_of_the_first_and_the_same_model(tiny_model, mon
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"1")
-    key = load._memo_key(str(folder), {"dtype": torch.float32})
+    four_bit = {"dtype": torch.float32, "quantization_config": load.bnb_config(settings, torch.float32)}
+    key = load._memo_key(str(folder), four_bit)
     (folder / "model.safetensors").write_bytes(b"22")
-    assert load._memo_key(str(folder), {"dtype": torch.float32}) != key
-    assert load._memo_key("org/hub-model", {}) is None
+    assert load._memo_key(str(folder), four_bit) not in (key, None)
+    assert load._memo_key("org/hub-model", four_bit) is None
+    assert load._memo_key(str(folder), {"dtype": torch.float32}) is None  # unquantized: nothing to save

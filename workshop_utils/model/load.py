@@ -118,16 +118,16 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
 # on the 2-core CI machine); a deep copy of the same freshly loaded model takes ~0.3 s and is the same model (every
 # tensor bit-identical, tied weights still tied, nothing shared with the copy: tests/test_cpu4bit_cache.py). A
 # notebook or test process that loads the same checkpoint several times (notebook 05: three trainings) keeps one
-# untouched copy per checkpoint and settings (LOAD_MEMO_MAX, least recently used dropped). Only local checkpoints
-# (the offline model, random-weight models, a local folder), keyed by their weight files' sizes and times; a GPU
-# load is never memoized.
+# untouched copy per checkpoint and settings (LOAD_MEMO_MAX, least recently used dropped). Only 4-bit loads of local
+# checkpoints (the offline model, random-weight models, a local folder), keyed by their weight files' sizes and
+# times; an unquantized load (only a read) and a GPU load are never memoized.
 LOAD_MEMO_MAX = 2
 _LOAD_MEMO: "OrderedDict[tuple, object]" = OrderedDict()
 
 
 def _memo_key(path: str, kwargs: dict) -> tuple | None:
     folder = Path(path)
-    if not folder.is_dir():
+    if not folder.is_dir() or "quantization_config" not in kwargs:  # an unquantized load is only a read
         return None
     files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
                          if f.suffix in (".safetensors", ".bin", ".json")))
