@@ -45,8 +45,16 @@ comma := ,
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "Python 3.10 이상이 필요합니다 (지금 $$($(PYTHON) --version 2>&1)): PYTHON=python3.11 make ..." >&2; exit 1; }
-	$(PYTHON) -m venv $(if $(HAS_CUDA),--system-site-packages) $(VENV)
+ifeq ($(HAS_CUDA),)
+	@# no ensurepip copy of pip to replace right after: the newest pip goes straight into the venv through this
+	@# Python's pip (--python, pip >= 22.3), ~4.5 s shorter on 2 cores; where that fails, ensurepip + upgrade as before
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(PY) install -q --upgrade pip 2>/dev/null || \
+	  { $(PY) -m ensurepip > /dev/null && $(PIP) install -q --upgrade pip; }
+else
+	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PIP) install -q --upgrade pip
+endif
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	@[ -f constraints/py$(PYVER).txt ] || echo "[install] Python $(PYVER)용 제약 파일이 없어 $(CONSTRAINTS)를 씁니다 (설치 검증: $$(ls constraints | sed 's/^py//; s/\.txt$$//' | paste -sd' '))"

@@ -110,3 +110,29 @@ def test_shared_tmpdir_is_readable_by_others(tmp_path):
         os.umask(old)
     assert d.parent == tmp_path and d.name.startswith(".convert-")
     assert d.stat().st_mode & 0o777 == 0o755  # mkdtemp alone would give 0o700
+
+
+def test_gguf_parsed_once_shares_one_reader_per_file_and_restores_gguf(tmp_path):
+    """The conversion's speed-up (model/sources.py): inside the block one reader per file and one tensor-name map
+    per architecture serve every caller; afterwards gguf is as it was."""
+    import gguf
+    import numpy as np
+
+    from workshop_utils.model.sources import gguf_parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    real_reader, real_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_parsed_once():
+        first = gguf.GGUFReader(str(path))
+        assert gguf.GGUFReader(tmp_path / "." / "tiny.gguf") is first
+        assert first.fields["general.architecture"].contents() == "llama"
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 1) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 1)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (real_reader, real_name_map)
+    assert gguf.GGUFReader(str(path)) is not first

@@ -59,3 +59,51 @@ def test_too_large_or_disabled_leaves_the_model_alone(lora_model):
         assert n == 0 and all("forward" not in m.__dict__ for m in _linear4bit_modules(model))
     with dequantized_4bit_weights(model, enabled=False) as n:
         assert n == 0
+
+
+def test_a_second_load_is_a_copy_of_the_first_and_the_same_model(tiny_model, monkeypatch, tmp_path):
+    """load_model on the CPU copies the model it loaded before (model/load.py, LOAD_MEMO): every tensor and
+    the training step are bit-identical to a fresh load, and the copy shares nothing with the memo."""
+    from workshop_utils.config import ModelSettings
+    from workshop_utils.model import load
+    from workshop_utils.model.lora import apply_lora
+
+    monkeypatch.setattr(load, "_LOAD_MEMO", type(load._LOAD_MEMO)())
+    settings = ModelSettings(model_id=tiny_model)
+    fresh = load.load_model(settings, verbose=False).model
+    assert len(load._LOAD_MEMO) == 1
+    (memo,) = load._LOAD_MEMO.values()
+    copied = load.load_model(settings, verbose=False).model
+    sd_fresh, sd_copied = fresh.state_dict(), copied.state_dict()
+    assert sd_fresh.keys() == sd_copied.keys() and all(torch.equal(sd_fresh[k], sd_copied[k]) for k in sd_fresh)
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in memo.named_parameters()}
+    assert not {ptr for ptr, _ in before.values()} & {p.data_ptr() for p in copied.parameters()}
+    def tied(m):
+        return m.lm_head.weight is m.get_input_embeddings().weight
+
+    assert tied(copied) == tied(fresh)  # deepcopy keeps shared tensors shared (the offline model ties them)
+    assert _linear4bit_modules(copied) and all(not m.support_avx512bf16_for_cpu for m in _linear4bit_modules(copied))
+
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    steps = []
+    for model in (fresh, copied):
+        model = apply_lora(model, load_config(size="tiny").lora, seed=0)
+        model.train()
+        torch.manual_seed(0)
+        steps.append(_logits_and_grads(model, ids))
+    assert torch.equal(steps[0][0], steps[1][0])
+    assert all(torch.equal(steps[0][1][k], steps[1][1][k]) for k in steps[0][1])
+    after = dict(memo.named_parameters())  # the memo itself was never touched by the trainings
+    assert after.keys() == before.keys()
+    assert all(after[n].data_ptr() == ptr and torch.equal(after[n], value) for n, (ptr, value) in before.items())
+
+    # a rewritten checkpoint is loaded again, not copied
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"1")
+    four_bit = {"dtype": torch.float32, "quantization_config": load.bnb_config(settings, torch.float32)}
+    key = load._memo_key(str(folder), four_bit)
+    (folder / "model.safetensors").write_bytes(b"22")
+    assert load._memo_key(str(folder), four_bit) not in (key, None)
+    assert load._memo_key("org/hub-model", four_bit) is None
+    assert load._memo_key(str(folder), {"dtype": torch.float32}) is None  # unquantized: nothing to save

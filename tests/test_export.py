@@ -228,8 +228,11 @@ def gguf_parsed_once():
 def load_gguf(path, with_tokenizer: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if with_tokenizer else None
+    from workshop_utils.model.sources import gguf_parsed_once
+
+    with gguf_parsed_once():  # transformers' own loading, with the file parsed once instead of in every call
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if with_tokenizer else None
     return model.eval(), tok
 
 

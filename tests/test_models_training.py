@@ -93,8 +93,8 @@ def test_inference_then_training_gradients_match_a_fresh_model(offline_dir, toke
 
 def test_repacked_model_is_refused_and_its_gradients_are_wrong(offline_dir, tokenizer, avx512bf16_cpu):
     """Loaded the seed's way on an AVX512-BF16 CPU, one eval forward repacks the weights."""
-    fresh = lora_grads(raw_4bit(str(offline_dir)), tokenizer)
     m = raw_4bit(str(offline_dir))
+    fresh = lora_grads(copy.deepcopy(m), tokenizer)  # the same fresh model (bit-identical, as load_model's memo)
     m.eval()
     with torch.no_grad():
         m(**tokenizer(["안녕하세요"], return_tensors="pt"))

@@ -1,8 +1,11 @@
 """4-bit loading through one code path (the seed's BitsAndBytesConfig, compute dtype from the device)."""
 from __future__ import annotations
 
+import copy
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -94,7 +97,10 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if device.device == "cpu":
+            model = _from_pretrained_cpu(path, kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise RuntimeError(hub_failure_hint(choice.model_id, err)) from err
     if model.generation_config.pad_token_id is None:
@@ -105,6 +111,45 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
     if verbose:
         print(loaded.describe())
     return loaded
+
+
+# --- CPU: a model that is loaded again is copied, not quantized again ------------------------------------------
+# On the CPU most of a load is bitsandbytes quantizing every weight to NF4 (the offline model: ~4 s of a ~4.5 s load
+# on the 2-core CI machine); a deep copy of the same freshly loaded model takes ~0.3 s and is the same model (every
+# tensor bit-identical, tied weights still tied, nothing shared with the copy: tests/test_cpu4bit_cache.py). A
+# notebook or test process that loads the same checkpoint several times (notebook 05: three trainings) keeps one
+# untouched copy per checkpoint and settings (LOAD_MEMO_MAX, least recently used dropped). Only 4-bit loads of local
+# checkpoints (the offline model, random-weight models, a local folder), keyed by their weight files' sizes and
+# times; an unquantized load (only a read) and a GPU load are never memoized.
+LOAD_MEMO_MAX = 2
+_LOAD_MEMO: "OrderedDict[tuple, object]" = OrderedDict()
+
+
+def _memo_key(path: str, kwargs: dict) -> tuple | None:
+    folder = Path(path)
+    if not folder.is_dir() or "quantization_config" not in kwargs:  # an unquantized load is only a read
+        return None
+    files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                         if f.suffix in (".safetensors", ".bin", ".json")))
+    settings = tuple(sorted((k, v.to_json_string() if hasattr(v, "to_json_string") else repr(v))
+                            for k, v in kwargs.items()))
+    return str(folder.resolve()), files, settings
+
+
+def _from_pretrained_cpu(path: str, kwargs: dict):
+    """AutoModelForCausalLM.from_pretrained(path, **kwargs), or a deep copy of the model that call gave before."""
+    from transformers import AutoModelForCausalLM
+
+    key = _memo_key(path, kwargs)
+    if key is not None and key in _LOAD_MEMO:
+        _LOAD_MEMO.move_to_end(key)
+        return copy.deepcopy(_LOAD_MEMO[key])
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if key is not None:
+        _LOAD_MEMO[key] = copy.deepcopy(model)
+        while len(_LOAD_MEMO) > LOAD_MEMO_MAX:
+            _LOAD_MEMO.popitem(last=False)
+    return model
 
 
 def bnb_backend(model) -> str:
