@@ -107,3 +107,14 @@ def test_a_second_load_is_a_copy_of_the_first_and_the_same_model(tiny_model, mon
     assert load._memo_key(str(folder), four_bit) not in (key, None)
     assert load._memo_key("org/hub-model", four_bit) is None
     assert load._memo_key(str(folder), {"dtype": torch.float32}) is None  # unquantized: nothing to save
+
+
+def test_a_model_over_the_memo_size_is_not_kept(tiny_model, monkeypatch):
+    """A model bigger than LOAD_MEMO_MAX_BYTES (EXAONE-7.8B on a CPU) is loaded without a second copy in memory."""
+    from workshop_utils.config import ModelSettings
+    from workshop_utils.model import load
+
+    monkeypatch.setattr(load, "_LOAD_MEMO", type(load._LOAD_MEMO)())
+    monkeypatch.setattr(load, "LOAD_MEMO_MAX_BYTES", 1000)  # the tiny model: megabytes (its vocabulary)
+    load.load_model(ModelSettings(model_id=tiny_model), verbose=False)
+    assert len(load._LOAD_MEMO) == 0

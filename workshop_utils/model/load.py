@@ -118,11 +118,18 @@ def load_model(settings: ModelSettings | None = None, verbose: bool = True, devi
 # on the 2-core CI machine); a deep copy of the same freshly loaded model takes ~0.3 s and is the same model (every
 # tensor bit-identical, tied weights still tied, nothing shared with the copy: tests/test_cpu4bit_cache.py). A
 # notebook or test process that loads the same checkpoint several times (notebook 05: three trainings) keeps one
-# untouched copy per checkpoint and settings (LOAD_MEMO_MAX, least recently used dropped). Only 4-bit loads of local
+# untouched copy per checkpoint and settings (LOAD_MEMO_MAX, least recently used dropped; models over
+# LOAD_MEMO_MAX_BYTES are not kept). Only 4-bit loads of local
 # checkpoints (the offline model, random-weight models, a local folder), keyed by their weight files' sizes and
 # times; an unquantized load (only a read) and a GPU load are never memoized.
 LOAD_MEMO_MAX = 2
+# a bigger model is not kept: the copy would double its memory (EXAONE-7.8B in 4 bits on a CPU: ~5 GiB more)
+LOAD_MEMO_MAX_BYTES = 1 << 30
 _LOAD_MEMO: "OrderedDict[tuple, object]" = OrderedDict()
+
+
+def _model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def _memo_key(path: str, kwargs: dict) -> tuple | None:
@@ -145,7 +152,7 @@ def _from_pretrained_cpu(path: str, kwargs: dict):
         _LOAD_MEMO.move_to_end(key)
         return copy.deepcopy(_LOAD_MEMO[key])
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if key is not None:
+    if key is not None and _model_bytes(model) <= LOAD_MEMO_MAX_BYTES:
         _LOAD_MEMO[key] = copy.deepcopy(model)
         while len(_LOAD_MEMO) > LOAD_MEMO_MAX:
             _LOAD_MEMO.popitem(last=False)
