@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,35 +203,19 @@ def offline_export(tmp_path_factory, offline_dir, tokenizer):
 def gguf_parsed_once():
     """transformers' GGUF loader parses a file's header for the config, again for the weights and again for the
     tokenizer, and rebuilds gguf's tensor-name map for every submodule it walks (~19 s per load of the offline model
-    on the CI CPU). Both are pure functions of unchanged inputs, so in this module a file (path, size, mtime) is
-    parsed once and the map of an (architecture, layer count) built once; what is loaded, and how, is unchanged."""
-    import functools
+    on the CI CPU): in this module each file (path, size, mtime) is parsed once and each map built once, with the
+    conversion's own helper (model/sources.gguf_parsed_once); what is loaded, and how, is unchanged."""
+    from workshop_utils.model.sources import gguf_parsed_once as parsed_once
 
-    import gguf
-
-    real_reader, readers = gguf.GGUFReader, {}
-
-    def reader(path, mode="r"):
-        st = Path(path).stat()
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, mode)
-        if key not in readers:
-            readers[key] = real_reader(path, mode)
-        return readers[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gguf, "GGUFReader", reader)
-        mp.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
+    with parsed_once():
         yield
 
 
 def load_gguf(path, with_tokenizer: bool = True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workshop_utils.model.sources import gguf_parsed_once
-
-    with gguf_parsed_once():  # transformers' own loading, with the file parsed once instead of in every call
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if with_tokenizer else None
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name) if with_tokenizer else None
     return model.eval(), tok
 
 

@@ -112,7 +112,8 @@ def gguf_parsed_once():
     readers: dict = {}
 
     def reader(path, mode="r"):
-        key = (os.path.realpath(path), mode)
+        st = os.stat(path)  # a file rewritten inside the block (same path) is parsed again
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, mode)
         if key not in readers:
             readers[key] = real_reader(path, mode)
         return readers[key]
