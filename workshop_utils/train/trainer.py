@@ -221,12 +221,6 @@ class FastPathTrainer(CompletionOnlyTrainer):
         self.deferred_log.flush(self, start_time)  # whatever is logged next comes after the step taken before it
         return super().log(logs, start_time)
 
-    def _prepare_input(self, data):
-        # the DataLoader pinned the batch: copy it without waiting, so that the CPU goes on issuing the forward
-        if isinstance(data, torch.Tensor) and data.device.type == "cpu" and data.is_pinned():
-            return data.to(self.args.device, non_blocking=True)
-        return super()._prepare_input(data)
-
     def train(self, *args, **kwargs):
         if self.fast_plan is not None and self.fast_plan.offload_vocab:
             with VocabOffload(self.model):
