@@ -4,8 +4,8 @@ EXAONE-shaped model, fast path forced on) its log history must be the plain Trai
 import pytest
 import torch
 
+from tests.helpers.fastpath_batches import features
 from workshop_utils.config import ModelSettings, load_config
-from workshop_utils.data.prompts import IGNORE_INDEX
 from workshop_utils.runtime.device import DeviceChoice
 from workshop_utils.train.collators import TOKEN_COUNT, FlatteningCollator
 from workshop_utils.train.nowait import DeferredLog
@@ -16,13 +16,7 @@ KEYS = ("loss", "grad_norm", "learning_rate", "epoch", "step", "num_input_tokens
 
 
 def _features(n: int, seed: int = 0) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        length, answer = 20 + 7 * (i % 5), 4 + i % 3
-        ids = torch.randint(10, 4000, (length,), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (length - answer) + ids[length - answer:]})
-    return out
+    return features([20 + 7 * (i % 5) for i in range(n)], seed=seed)
 
 
 def _train(tmp_path, name: str, device: str, steps: int = 4, eval_steps: int = 2):
