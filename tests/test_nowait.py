@@ -25,7 +25,8 @@ def _train(tmp_path, name: str, device: str, steps: int = 4, eval_steps: int = 2
     from workshop_utils.model.load import load_model
 
     cfg = load_config("tiny")
-    cfg.model = ModelSettings(model_id=TINY, compute_dtype="float32")
+    # model.tokenizer from the environment (WORKSHOP_TOKENIZER) carries over: a GPU machine without the offline package
+    cfg.model = ModelSettings(model_id=TINY, compute_dtype="float32", tokenizer=cfg.model.tokenizer)
     t = cfg.train
     t.fast_path, t.max_steps, t.logging_steps, t.eval_steps, t.save_steps = "on", steps, 1, eval_steps, 1000
     t.per_device_train_batch_size, t.gradient_accumulation_steps, t.warmup_steps = 2, 2, 0  # 2 micro-batches a step
