@@ -171,6 +171,10 @@ class TrainSettings(_Section):
         "고속 경로: 고정된 4비트 가중치를 지나는 입력 그래디언트(dx = dy W)를 FP8 텐서 코어로 (순전파와 loss는 그대로, "
         "그래디언트는 FP8 반올림만큼 다름; Ada·Hopper GPU, bf16, 가중치 FP8 사본 +1바이트/파라미터): off | on",
         "off", ("off", "on"))
+    lora_dropout_masks: str = _help(
+        "고속 경로, 컴파일된 층에서 LoRA dropout 마스크: recompute(값의 위치·모듈 키·스텝 카운터의 해시로 만들어 "
+        "저장하지 않고 역전파에서 다시 계산; Philox 난수보다 싸고 마스크 메모리 0, 분포는 같음) | store(peft의 nn.Dropout)",
+        "recompute", ("recompute", "store"))
     seed: int = _help("학습 난수 시드", 42)
 
 

@@ -9,6 +9,7 @@ from ...model.lora import apply_lora, base_model, decoder_layers
 from ..collators import FlatteningCollator
 from ..loss import fast_completion_loss, uses_liger_loss
 from .compile import compile_checked, probe_features
+from .dropout import CounterDropouts
 from .fp8 import FP8Backward
 from .kernels import apply_liger
 from .offload import set_activation_offload
@@ -78,6 +79,11 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
     if fp8 is not None:
         plan.reasons["fp8_backward"] = (f"{plan.reasons.get('fp8_backward', '켬')}: 4비트 선형층 {len(fp8.layers)}개, "
                                         f"FP8 사본 {fp8.gib:.2f} GiB")
+    base._workshop_dropout = None
+    if plan.compile_layers and plan.recompute_dropout:
+        device = next(p.device for p in model.parameters() if p.requires_grad)
+        base._workshop_dropout = CounterDropouts(model, device, hook_on=base)
+        plan.reasons["lora_dropout"] += f": LoRA 입력 {len(base._workshop_dropout)}개"
     if plan.compile_layers:
         batch = FlatteningCollator(0, seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS)(
             probe_features(base.config.vocab_size))
@@ -85,6 +91,10 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
         plan.reasons["compile"] = f"{plan.reasons.get('compile', '')}: {why}".lstrip(": ")
         if base._workshop_compiled is None:
             plan.compile_layers = False
+            if base._workshop_dropout is not None:  # eager layers: peft's nn.Dropout again
+                base._workshop_dropout.restore()
+                base._workshop_dropout, plan.recompute_dropout = None, False
+                plan.reasons["lora_dropout"] = "층 컴파일 점검 실패 → peft의 nn.Dropout"
             if plan.liger and not layer_kernels:
                 kernels = apply_liger(model, layer_kernels=True)
     return model, kernels
