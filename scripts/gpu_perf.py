@@ -388,7 +388,7 @@ def summary(result: dict, checks: dict) -> str:
                   "  card with room (default) >= 1.5x Unsloth's best of any memory: "
                   + ratio("default", lambda v, p: v.startswith("uns"))]
         for name, what in (("default+fp8", "FP8 input gradients"),
-                           ("default+fp8+storedrop", "FP8 input gradients, peft's stored dropout masks"),
+                           ("default+fp8+peftdrop", "FP8 input gradients, peft's Philox dropout masks"),
                            ("default+nodrop", "LoRA dropout 0 as Unsloth's"),
                            ("default+fp8+nodrop", "FP8 input gradients, LoRA dropout 0 as Unsloth's")):
             if name in rows:

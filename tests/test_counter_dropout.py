@@ -1,4 +1,4 @@
-"""LoRA dropout with recomputed masks (fastpath/dropout.py): the hash is lowbias32, the masks keep 1 - p of the values
+"""LoRA dropout with hashed masks (fastpath/dropout.py): the hash is lowbias32, the masks keep 1 - p of the values
 independently of position, module and step, a layer gives the gradients of an explicit mask, and on the compiled fast
 path (aot_eager on CPU) every LoRA input gets one, a checkpointed layer's recomputation draws the same masks, the
 counter moves once per forward, and the eager layers get peft's nn.Dropout back."""
@@ -83,13 +83,13 @@ def test_lora_branch_gets_the_gradients_of_an_explicit_mask(compiled):
 
 
 def test_choice():
-    assert dropout_choice("recompute", True, 0.05)[0]
-    assert not dropout_choice("recompute", False, 0.05)[0]  # eager layers keep peft's nn.Dropout
-    assert not dropout_choice("store", True, 0.05)[0]
-    assert not dropout_choice("recompute", True, 0.0)[0]
-    with pytest.raises(ValueError, match="train.lora_dropout_masks='bits': recompute | store"):
+    assert dropout_choice("hash", True, 0.05)[0]
+    assert not dropout_choice("hash", False, 0.05)[0]  # eager layers keep peft's nn.Dropout
+    assert not dropout_choice("peft", True, 0.05)[0]
+    assert not dropout_choice("hash", True, 0.0)[0]
+    with pytest.raises(ValueError, match="train.lora_dropout_masks='bits': hash | peft"):
         dropout_choice("bits", True, 0.05)
-    assert load_config("tiny").train.lora_dropout_masks == "recompute"
+    assert load_config("tiny").train.lora_dropout_masks == "hash"
 
 
 @pytest.fixture
@@ -99,11 +99,11 @@ def cpu_compiler(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_fast_path_recomputes_the_same_masks(cpu_compiler):
-    model, plan, tok = lora_model(True, 3, VARLEN_ATTENTION, dropout=0.05, recompute_dropout=True)
+def test_compiled_fast_path_hashes_the_same_masks_when_layers_are_recomputed(cpu_compiler):
+    model, plan, tok = lora_model(True, 3, VARLEN_ATTENTION, dropout=0.05, hash_dropout=True)
     base = base_model(model)
     drops = base._workshop_dropout
-    assert plan.compile_layers and plan.recompute_dropout and "LoRA 입력 12개" in plan.reasons["lora_dropout"]
+    assert plan.compile_layers and plan.hash_dropout and "LoRA 입력 12개" in plan.reasons["lora_dropout"]
     assert len(drops) == 3 * 4 and all(isinstance(m.lora_dropout["default"], CounterDropout)
                                        for m in model.modules() if hasattr(m, "lora_dropout"))
     assert len({int(m.key) for m in model.modules() if isinstance(m, CounterDropout)}) == 12  # a key per module
@@ -128,7 +128,7 @@ def test_compiled_fast_path_recomputes_the_same_masks(cpu_compiler):
 
 def test_eager_layers_keep_peft_dropout(cpu_compiler, monkeypatch):
     monkeypatch.setattr(apply_mod, "compile_checked", lambda *a, **k: (None, "torch.compile 실패 → eager (X)"))
-    model, plan, _ = lora_model(True, 0, "sdpa", dropout=0.05, recompute_dropout=True)
-    assert not plan.compile_layers and not plan.recompute_dropout and "nn.Dropout" in plan.reasons["lora_dropout"]
+    model, plan, _ = lora_model(True, 0, "sdpa", dropout=0.05, hash_dropout=True)
+    assert not plan.compile_layers and not plan.hash_dropout and "nn.Dropout" in plan.reasons["lora_dropout"]
     assert all(type(m.lora_dropout["default"]) is nn.Dropout for m in model.modules() if hasattr(m, "lora_dropout"))
     assert base_model(model)._workshop_dropout is None and not decoder_layers(model)[0]._forward_pre_hooks

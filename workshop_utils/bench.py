@@ -21,7 +21,7 @@ A fast-path recipe takes an attention override after '@', e.g. `default@sdpa` ne
 after '+': `+compile` / `+nocompile` / `+compile_liger` set train.compile_layers to on / off / liger
 (`budget8+nocompile` next to `budget8` shows what the compiled decoder layers are worth), `+fp8` sets
 train.fp8_backward=on (the frozen weights' input gradients in FP8: `default+fp8`), `+nodrop` sets LoRA dropout 0 (as
-the peer kit trains Unsloth), `+storedrop` keeps peft's stored dropout masks instead of the recomputed ones.
+the peer kit trains Unsloth), `+peftdrop` keeps peft's Philox dropout masks instead of the hashed ones.
 `--peer-kit DIR --peer VARIANT...` runs the peer kit's variants (Unsloth, plain HF) in the same call
 and adds their rows (`peer:VARIANT`; their own data and timing, see the kit's README).
 """
@@ -54,7 +54,7 @@ ATTENTIONS = ("auto", "sdpa", "workshop_varlen", "workshop_varlen_efficient", "f
 OPTIONS = {"compile": ("compile_layers", "on"), "nocompile": ("compile_layers", "off"),
            "compile_liger": ("compile_layers", "liger"), "noactoffload": ("offload_activations", "off"),
            "fp8": ("fp8_backward", "on"), "nodrop": ("lora.lora_dropout", 0.0),
-           "storedrop": ("lora_dropout_masks", "store")}
+           "peftdrop": ("lora_dropout_masks", "peft")}
 
 
 def split_recipe(name: str) -> tuple[str, str | None]:
@@ -426,7 +426,7 @@ def run_recipe(name: str, model_id: str, data: list[dict], steps: int, warmup: i
             model_gib=model_gib, compile_layers=plan.compile_layers if plan.enabled else False,
             compile_reason=plan.reasons.get("compile") if plan.enabled else None,
             fp8_backward=plan.fp8_backward if plan.enabled else False,
-            recompute_dropout=plan.recompute_dropout if plan.enabled else False)
+            hash_dropout=plan.hash_dropout if plan.enabled else False)
         compiled = getattr(base_model(peft_model), "_workshop_compiled", None)
         if compiled is not None:
             row["compile"] = compiled.stats()  # graphs, graph breaks, seconds; graphs_after_check = recompiles

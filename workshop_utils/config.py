@@ -172,9 +172,9 @@ class TrainSettings(_Section):
         "그래디언트는 FP8 반올림만큼 다름; Ada·Hopper GPU, bf16, 가중치 FP8 사본 +1바이트/파라미터): off | on",
         "off", ("off", "on"))
     lora_dropout_masks: str = _help(
-        "고속 경로, 컴파일된 층에서 LoRA dropout 마스크: recompute(값의 위치·모듈 키·스텝 카운터의 해시로 만들어 "
-        "저장하지 않고 역전파에서 다시 계산; Philox 난수보다 싸고 마스크 메모리 0, 분포는 같음) | store(peft의 nn.Dropout)",
-        "recompute", ("recompute", "store"))
+        "고속 경로, 컴파일된 층에서 LoRA dropout 마스크: hash(값의 위치·모듈 키·스텝 카운터의 정수 해시; Philox 난수보다 "
+        "싸고 분포는 같으며 난수열만 다름) | peft(peft의 nn.Dropout, Philox)",
+        "hash", ("hash", "peft"))
     seed: int = _help("학습 난수 시드", 42)
 
 

@@ -15,7 +15,7 @@ TINY = "random:exaone:layers=3,hidden=64,intermediate=128,heads=4,kv_heads=2"
 
 
 def lora_model(compile_layers: bool, checkpoint_layers: int, attention: str, dropout: float = 0.0,
-               offload_activations: bool = False, fp8_backward: bool = False, recompute_dropout: bool = False):
+               offload_activations: bool = False, fp8_backward: bool = False, hash_dropout: bool = False):
     """(model, plan, tokenizer): TINY in fp32 with LoRA through prepare_fast_model, every lora_B non-zero (so that
     every LoRA matrix gets a gradient), in training mode."""
     from workshop_utils.model.load import load_model
@@ -25,7 +25,7 @@ def lora_model(compile_layers: bool, checkpoint_layers: int, attention: str, dro
     plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=3,
                     checkpoint_layers=checkpoint_layers, upcast_non_4bit=False, compile_layers=compile_layers,
                     offload_activations=offload_activations, fp8_backward=fp8_backward,
-                    recompute_dropout=recompute_dropout, reasons={"lora_dropout": "test"})
+                    hash_dropout=hash_dropout, reasons={"lora_dropout": "test"})
     model, _ = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=dropout))
     g = torch.Generator().manual_seed(2)
     for n, p in sorted(model.named_parameters()):

@@ -80,7 +80,7 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
         plan.reasons["fp8_backward"] = (f"{plan.reasons.get('fp8_backward', '켬')}: 4비트 선형층 {len(fp8.layers)}개, "
                                         f"FP8 사본 {fp8.gib:.2f} GiB")
     base._workshop_dropout = None
-    if plan.compile_layers and plan.recompute_dropout:
+    if plan.compile_layers and plan.hash_dropout:
         device = next(p.device for p in model.parameters() if p.requires_grad)
         base._workshop_dropout = CounterDropouts(model, device, hook_on=base)
         plan.reasons["lora_dropout"] += f": LoRA 입력 {len(base._workshop_dropout)}개"
@@ -93,7 +93,7 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
             plan.compile_layers = False
             if base._workshop_dropout is not None:  # eager layers: peft's nn.Dropout again
                 base._workshop_dropout.restore()
-                base._workshop_dropout, plan.recompute_dropout = None, False
+                base._workshop_dropout, plan.hash_dropout = None, False
                 plan.reasons["lora_dropout"] = "층 컴파일 점검 실패 → peft의 nn.Dropout"
             if plan.liger and not layer_kernels:
                 kernels = apply_liger(model, layer_kernels=True)

@@ -44,7 +44,7 @@ class FastPlan:
     compile_layers: bool = False  # decoder layers through torch.compile (fastpath/compile.py)
     compile_keep_liger: bool = False  # Liger's rope/RMSNorm/SwiGLU inside the compiled layers
     fp8_backward: bool = False  # the frozen weights' input gradients in FP8 (fastpath/fp8.py)
-    recompute_dropout: bool = False  # LoRA dropout masks hashed and recomputed, not stored (fastpath/dropout.py)
+    hash_dropout: bool = False  # LoRA dropout masks from a hash instead of Philox (fastpath/dropout.py)
     budget_gib: float | None = None
     estimate_gib: float | None = None
     reasons: dict = field(default_factory=dict)
@@ -66,7 +66,7 @@ class FastPlan:
                f"offload_vocab={self.offload_vocab}, offload_activations={self.offload_activations}, "
                f"compile_layers={self.compile_layers}" + (f", optim={self.optim}" if self.optim else "")
                + (", fp8_backward=True" if self.fp8_backward else "")
-               + (", recompute_dropout=True" if self.recompute_dropout else "")]
+               + (", hash_dropout=True" if self.hash_dropout else "")]
         if self.estimate_gib is not None:
             out.append(f"[fast] 예상 최대 메모리 {self.estimate_gib:.1f} GiB / 예산 {self.budget_gib:.1f} GiB")
         out += [f"[fast]   {k}: {v}" for k, v in self.reasons.items()]
@@ -171,19 +171,19 @@ def optimizer_choice(optim: str, on_cuda: bool, lora_params: int, room_gib: floa
 
 
 def dropout_choice(setting, compiled: bool, p: float) -> tuple[bool, str]:
-    """(LoRA dropout masks recomputed from a hash, why) for `train.lora_dropout_masks` (recompute | store): only in
+    """(LoRA dropout masks from a hash, why) for `train.lora_dropout_masks` (hash | peft): only in
     compiled layers (eagerly the position index would be a tensor the size of each input) and only when p > 0."""
     s = str(setting).lower()
     if s not in DROPOUT_MASK_SETTINGS:
         raise ValueError(f"train.lora_dropout_masks={setting!r}: {' | '.join(DROPOUT_MASK_SETTINGS)}")
     if not p:
         return False, "lora_dropout=0: 마스크 없음"
-    if s == "store":
-        return False, f"p={p}: peft의 nn.Dropout (Philox 난수, 마스크를 역전파까지 저장)"
+    if s == "peft":
+        return False, f"p={p}: peft의 nn.Dropout (Philox 난수)"
     if not compiled:
         return False, f"p={p}: peft의 nn.Dropout (층을 컴파일하지 않아 해시 마스크를 쓰지 않음)"
-    return True, (f"p={p}: 마스크를 값의 위치·모듈 키·스텝 카운터의 해시로 만들고 저장하지 않음 (역전파와 재계산에서 "
-                  "같은 마스크를 다시 계산; Philox보다 싸고 마스크 메모리 0, 분포는 같고 난수열만 다름)")
+    return True, (f"p={p}: 마스크를 값의 위치·모듈 키·스텝 카운터의 정수 해시로 (Philox보다 싸고, 체크포인팅 재계산에서 "
+                  "같은 마스크; 분포는 같고 난수열만 다름)")
 
 
 def fp8_choice(setting, device, fp8_cores: bool | None = None) -> tuple[bool, str]:
@@ -293,8 +293,8 @@ def plan_fast_path(cfg, device, shape: Shape, mean_tokens: int, p90_tokens: int 
         t.compile_layers, on_cuda, dist_info().world_size, has_triton=True if kernels else None)
     plan.fp8_backward, r["fp8_backward"] = fp8_choice(t.fp8_backward, device,
                                                       kernels[3] if kernels and len(kernels) > 3 else None)
-    plan.recompute_dropout, r["lora_dropout"] = dropout_choice(t.lora_dropout_masks, plan.compile_layers,
-                                                               cfg.lora.lora_dropout)
+    plan.hash_dropout, r["lora_dropout"] = dropout_choice(t.lora_dropout_masks, plan.compile_layers,
+                                                          cfg.lora.lora_dropout)
     # memory budget -> micro-batch and checkpointed layers
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if budget_gib is None:
