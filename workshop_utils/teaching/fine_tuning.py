@@ -149,17 +149,17 @@ def measured_vs_estimate(mean_tokens: int = 1062, p90_tokens: int = 1420) -> lis
     return rows
 
 
-# The Unsloth comparison of issue 17, every row in ONE device call on a 2 x H200 machine (2026-11-30; docs/benchmarks.md
-# "모든 행을 한 장치 호출에", record docs/results/bench-unsloth-h200x2-one-call-2026-11-30.json, which
-# tests/test_bench_record.py checks these numbers against): the project's recipes on GPU 0, the peer kit's Unsloth
+# The Unsloth comparison of issue 17, every row in ONE device call on a 2 x H200 machine (2026-11-30, call 15;
+# docs/benchmarks.md "LoRA dropout 마스크를 해시로 — 최종 표", record docs/results/bench-unsloth-h200x2-one-call-2026-11-30.json,
+# which tests/test_bench_record.py checks these numbers against): the project's recipes on GPU 0, the peer kit's Unsloth
 # 2026.10.9 variants and the plain-HF baselines on GPU 1. EXAONE-7.8B shape, 16 RAFT-length sequences per optimizer
 # step. (row, tokens/s, peak allocated GiB, dtype, LoRA dropout)
 MEASURED_VS_UNSLOTH = [
-    ("default+fp8+nodrop", 20802, 73.79, "bf16", 0.0), ("default+fp8", 19162, 95.19, "bf16", 0.05),
-    ("budget8", 11178, 6.45, "bf16", 0.05), ("t4", 10303, 6.45, "fp16", 0.05),
-    ("hf_lean", 5514, 14.35, "bf16", 0.05), ("hf_gc", 3177, 18.30, "bf16", 0.05),
-    ("peer:uns+flat+nogc+bs16", 12935, 91.45, "bf16", 0.0), ("peer:uns+flat", 8116, 6.69, "bf16", 0.0),
-    ("peer:uns+flat+fp16", 6739, 6.69, "fp16", 0.0),
+    ("default+fp8+nodrop", 21435, 73.79, "bf16", 0.0), ("default+fp8", 20467, 93.09, "bf16", 0.05),
+    ("budget8", 11876, 6.41, "bf16", 0.05), ("t4", 10741, 6.42, "fp16", 0.05),
+    ("hf_lean", 5238, 14.35, "bf16", 0.05), ("hf_gc", 3080, 18.30, "bf16", 0.05),
+    ("peer:uns+flat+nogc+bs16", 12538, 91.45, "bf16", 0.0), ("peer:uns+flat", 7072, 6.69, "bf16", 0.0),
+    ("peer:uns+flat+fp16", 7584, 6.69, "fp16", 0.0),
 ]
 # (mode, our recipe, which Unsloth rows it is compared with, target ratio): issue 17's three targets, and the big card
 # once more at the workshop's own LoRA dropout (Unsloth's fast LoRA path trains with dropout 0)
