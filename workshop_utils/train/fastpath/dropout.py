@@ -1,8 +1,8 @@
 """LoRA dropout with hashed masks instead of Philox draws (compiled decoder layers only, `train.lora_dropout_masks`).
 
-Why: peft applies `nn.Dropout` to the input of every LoRA-adapted projection (q, k, v, o, gate, up, down: 7 inputs,
-~39,000 values per token for EXAONE-7.8B). Compiled, each value costs a Philox draw (`tl.rand`: ten rounds of
-32-bit multiplies for one number) and a stored byte of mask that the backward reads again. On a card with room that
+Why: peft applies `nn.Dropout` to the input of every LoRA-adapted projection, each with its own mask (the workshop's
+q, k, v, o: 16,384 values per token and layer for EXAONE-7.8B; more with all-linear targets). Compiled, each value
+costs a Philox draw (`tl.rand`: ten rounds of 32-bit multiplies for one number). On a card with room dropout 0.05
 was +8.5% step time and +21 GiB (16 x 1,050 tokens; docs/benchmarks.md) against LoRA dropout 0.
 
 What replaces it: a counter-based mask. Each value's keep/drop decision is a hash of its position in the input, the
@@ -18,7 +18,8 @@ What stays the same: the distribution (each value kept independently with probab
 independent masks per module and per step), where it applies (LoRA inputs, training mode only), and peft's module
 layout (the `lora_dropout` ModuleDict entry is swapped, `restore()` puts `nn.Dropout` back). What changes: the random
 stream (the masks are not torch's Philox numbers), so a run is reproducible with its seed but not bit-identical to the
-eager path's dropout. Used only with compiled layers: eagerly the position index would be a materialized int32
+eager path's dropout; the counter is not in checkpoints, so a resumed run counts from 0 again (masks the first steps
+already had; same distribution). Used only with compiled layers: eagerly the position index would be a materialized int32
 tensor the size of the input.
 """
 from __future__ import annotations
