@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from workshop_utils.bench import UNSLOTH_PICKS, unsloth_counterpart
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = json.loads((ROOT / "docs/results/bench-unsloth-h200-2026-11-30.json").read_text(encoding="utf-8"))
 
@@ -15,12 +17,15 @@ def rows(call):
     return {r["recipe"]: r for r in RECORD["calls"][call]["rows"] if r.get("tokens_per_s")}
 
 
+def unsloth_tps(r: dict) -> tuple[float, float, float]:
+    """tokens/s of the Unsloth rows issue 17's targets compare with (bench.unsloth_counterpart, which
+    scripts/gpu_perf.py's summary and appendix A1 use): the best within 8 GiB, in fp16, of any memory."""
+    return tuple(unsloth_counterpart(list(r.values()), pick)["tokens_per_s"] for pick in UNSLOTH_PICKS)
+
+
 def ratios(call):
     r = rows(call)
-    peers = {n: x for n, x in r.items() if n.startswith("peer:uns")}
-    within8 = max(x["tokens_per_s"] for x in peers.values() if x["peak_allocated_gib"] <= 8)
-    fp16 = max(x["tokens_per_s"] for n, x in peers.items() if "fp16" in n.split("+"))
-    best = max(x["tokens_per_s"] for x in peers.values())
+    within8, fp16, best = unsloth_tps(r)
     return (r["budget8"]["tokens_per_s"] / within8, r["t4"]["tokens_per_s"] / fp16,
             r["default"]["tokens_per_s"] / best)
 
@@ -87,10 +92,7 @@ LABELS = {"default+fp8+nodrop": "default+fp8+nodrop (", "default+fp8": "default+
 
 def one_call_ratios(r: dict) -> dict:
     """The targets' ratios as scripts/gpu_perf.py's summary picks Unsloth's rows."""
-    peers = {n: x for n, x in r.items() if n.startswith("peer:")}
-    within8 = max(x["tokens_per_s"] for x in peers.values() if x["peak_allocated_gib"] <= 8)
-    fp16 = max(x["tokens_per_s"] for n, x in peers.items() if "fp16" in n.split("+"))
-    best = max(x["tokens_per_s"] for x in peers.values())
+    within8, fp16, best = unsloth_tps(r)
     return {"budget8": r["budget8"]["tokens_per_s"] / within8, "t4": r["t4"]["tokens_per_s"] / fp16,
             "nodrop": r["default+fp8+nodrop"]["tokens_per_s"] / best, "drop": r["default+fp8"]["tokens_per_s"] / best}
 
@@ -155,3 +157,17 @@ def test_notebook_a1_comparison_is_the_final_call():
         "default+fp8": (12538, 1.63, "예")}
     fig = plot_vs_unsloth()
     assert len(fig.axes[0].patches) == 2 * len(table)
+
+
+def test_unsloth_counterpart_picks_among_unsloth_rows_only():
+    rows = [{"recipe": "peer:uns+flat", "tokens_per_s": 7000, "peak_allocated_gib": 6.7},
+            {"recipe": "peer:uns+flat+fp16", "tokens_per_s": 6800, "peak_allocated_gib": 6.7},
+            {"recipe": "peer:uns+flat+nogc+bs16", "tokens_per_s": 12500, "peak_allocated_gib": 91.5},
+            {"recipe": "peer:gc", "tokens_per_s": 20000, "peak_allocated_gib": 5.0},  # plain HF, not Unsloth
+            {"recipe": "default", "tokens_per_s": 30000, "peak_allocated_gib": 4.0},
+            {"recipe": "peer:uns+bs8", "error": "failed"}]
+    assert [unsloth_counterpart(rows, p)["recipe"] for p in UNSLOTH_PICKS] == [
+        "peer:uns+flat", "peer:uns+flat+fp16", "peer:uns+flat+nogc+bs16"]
+    assert unsloth_counterpart(rows[3:], "any") is None
+    with pytest.raises(ValueError, match="pick='bf16': 8gib | fp16 | any"):
+        unsloth_counterpart(rows, "bf16")

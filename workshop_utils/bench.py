@@ -624,6 +624,23 @@ def run_peer(kit: Path, variants: list[str], steps: int) -> list[dict]:
     return PeerRun(kit, variants, steps).rows()
 
 
+# Issue 17's targets compare a mode of ours with one of Unsloth's rows: the fastest within 8 GiB, in fp16, of any memory
+UNSLOTH_PICKS = ("8gib", "fp16", "any")
+
+
+def unsloth_counterpart(rows: list[dict], pick: str) -> dict | None:
+    """The Unsloth row (the peer kit's 'peer:uns...') that target `pick` compares with, among bench rows: the fastest
+    within 8 GiB peak ('8gib'), with the '+fp16' option ('fp16') or of any memory ('any'); None if there is none."""
+    if pick not in UNSLOTH_PICKS:
+        raise ValueError(f"pick={pick!r}: {' | '.join(UNSLOTH_PICKS)}")
+    peers = [r for r in rows if r["recipe"].startswith("peer:uns") and r.get("tokens_per_s")]
+    if pick == "8gib":
+        peers = [r for r in peers if (r.get("peak_allocated_gib") or 99) <= 8]
+    elif pick == "fp16":
+        peers = [r for r in peers if "fp16" in r["recipe"].split("+")]
+    return max(peers, key=lambda r: r["tokens_per_s"], default=None)
+
+
 def peer_rows(text: str, variants: list[str]) -> list[dict]:
     """Rows for the bench table from the peer kit's output (a variant without a RESULT line failed)."""
     found = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..bench import BASELINE, describe_recipe, split_recipe
+from ..bench import BASELINE, describe_recipe, split_recipe, unsloth_counterpart
 from ..config import load_config
 from ..data.prompts import tokenize_example
 from ..model.shape import EXAONE_7_8B, Shape
@@ -161,38 +161,32 @@ MEASURED_VS_UNSLOTH = [
     ("peer:uns+flat+nogc+bs16", 12538, 91.45, "bf16", 0.0), ("peer:uns+flat", 7072, 6.69, "bf16", 0.0),
     ("peer:uns+flat+fp16", 7584, 6.69, "fp16", 0.0),
 ]
-# (mode, our recipe, which Unsloth rows it is compared with, target ratio): issue 17's three targets, and the big card
-# once more at the workshop's own LoRA dropout (Unsloth's fast LoRA path trains with dropout 0)
+# (mode, our recipe, which Unsloth row it is compared with: in words and as bench.unsloth_counterpart's pick, target
+# ratio): issue 17's three targets, and the big card once more at the workshop's own LoRA dropout (Unsloth's fast LoRA
+# path trains with dropout 0)
 UNSLOTH_TARGETS = [
-    ("8 GiB 모드 (16~24 GB 카드)", "budget8", "8 GiB 안에 드는 Unsloth 중 최고", 1.3),
-    ("T4 모드 (fp16)", "t4", "Unsloth fp16", 1.2),
-    ("카드 여유, LoRA 설정 같음 (dropout 0)", "default+fp8+nodrop", "Unsloth 최고 (메모리 무관)", 1.5),
-    ("카드 여유, 워크숍 설정 (dropout 0.05)", "default+fp8", "Unsloth 최고 (메모리 무관)", 1.5),
+    ("8 GiB 모드 (16~24 GB 카드)", "budget8", "8 GiB 안에 드는 Unsloth 중 최고", "8gib", 1.3),
+    ("T4 모드 (fp16)", "t4", "Unsloth fp16", "fp16", 1.2),
+    ("카드 여유, LoRA 설정 같음 (dropout 0)", "default+fp8+nodrop", "Unsloth 최고 (메모리 무관)", "any", 1.5),
+    ("카드 여유, 워크숍 설정 (dropout 0.05)", "default+fp8", "Unsloth 최고 (메모리 무관)", "any", 1.5),
 ]
 
 
-def _unsloth_counterpart(rule: str, peers: list[tuple]) -> tuple:
-    """Unsloth's row a target compares with: its fastest variant within 8 GiB, in fp16, or of any memory."""
-    if rule.startswith("8 GiB"):
-        peers = [p for p in peers if p[2] <= 8]
-    elif "fp16" in rule:
-        peers = [p for p in peers if p[3] == "fp16"]
-    return max(peers, key=lambda p: p[1])
-
-
 def measured_vs_unsloth() -> list[dict]:
-    """Each mode's recipe against the Unsloth variant its target names, from the same device call, with the plain-HF
-    baseline (`hf_lean`: HF + checkpointing, bf16 embeddings) beside it."""
-    rows = {r[0]: r for r in MEASURED_VS_UNSLOTH}
-    peers = [r for r in MEASURED_VS_UNSLOTH if r[0].startswith("peer:")]
+    """Each mode's recipe against the Unsloth variant its target names (picked as scripts/gpu_perf.py's summary
+    picks it), from the same device call, with the plain-HF baseline (`hf_lean`: HF + checkpointing, bf16
+    embeddings) beside it."""
+    rows = {name: {"recipe": name, "tokens_per_s": tps, "peak_allocated_gib": peak}
+            for name, tps, peak, _dtype, _dropout in MEASURED_VS_UNSLOTH}
     out = []
-    for mode, ours, rule, target in UNSLOTH_TARGETS:
-        us, them = rows[ours], _unsloth_counterpart(rule, peers)
-        ratio = us[1] / them[1]
-        out.append({"모드": mode, "우리 레시피": ours, "tokens/s": us[1], "최대 GiB": us[2],
-                    "비교 대상": f"{rule}: {them[0].removeprefix('peer:')}", "Unsloth tokens/s": them[1],
-                    "Unsloth 최대 GiB": them[2], "Unsloth 대비": round(ratio, 2), "목표": f">= {target}",
-                    "만족": "예" if ratio >= target else "아니오", "hf_lean 대비": round(us[1] / rows["hf_lean"][1], 2)})
+    for mode, ours, rule, pick, target in UNSLOTH_TARGETS:
+        us, them = rows[ours], unsloth_counterpart(list(rows.values()), pick)
+        ratio = us["tokens_per_s"] / them["tokens_per_s"]
+        out.append({"모드": mode, "우리 레시피": ours, "tokens/s": us["tokens_per_s"], "최대 GiB": us["peak_allocated_gib"],
+                    "비교 대상": f"{rule}: {them['recipe'].removeprefix('peer:')}",
+                    "Unsloth tokens/s": them["tokens_per_s"], "Unsloth 최대 GiB": them["peak_allocated_gib"],
+                    "Unsloth 대비": round(ratio, 2), "목표": f">= {target}", "만족": "예" if ratio >= target else "아니오",
+                    "hf_lean 대비": round(us["tokens_per_s"] / rows["hf_lean"]["tokens_per_s"], 2)})
     return out
 
 
