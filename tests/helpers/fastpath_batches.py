@@ -25,7 +25,7 @@ def lora_model(compile_layers: bool, checkpoint_layers: int, attention: str, dro
     plan = FastPlan(True, mode="budget", padding_free=True, attention=attention, num_layers=3,
                     checkpoint_layers=checkpoint_layers, upcast_non_4bit=False, compile_layers=compile_layers,
                     offload_activations=offload_activations, fp8_backward=fp8_backward,
-                    hash_dropout=hash_dropout, reasons={"lora_dropout": "test"})
+                    hash_dropout=hash_dropout)
     model, _ = prepare_fast_model(loaded.model, plan, LoraSettings(lora_dropout=dropout))
     g = torch.Generator().manual_seed(2)
     for n, p in sorted(model.named_parameters()):

@@ -83,7 +83,8 @@ def prepare_fast_model(model, plan: FastPlan, lora_settings, dtype: torch.dtype 
     if plan.compile_layers and plan.hash_dropout:
         device = next(p.device for p in model.parameters() if p.requires_grad)
         base._workshop_dropout = CounterDropouts(model, device, hook_on=base)
-        plan.reasons["lora_dropout"] += f": LoRA 입력 {len(base._workshop_dropout)}개"
+        plan.reasons["lora_dropout"] = (f"{plan.reasons.get('lora_dropout', '')}: "
+                                        f"LoRA 입력 {len(base._workshop_dropout)}개").lstrip(": ")
     if plan.compile_layers:
         batch = FlatteningCollator(0, seq_lens=plan.attention in SEQUENCE_BOUNDARY_ATTENTIONS)(
             probe_features(base.config.vocab_size))
